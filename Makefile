@@ -1,0 +1,33 @@
+# kairoi: transactional Kairoi scheduling inside PostgreSQL (PGXS build)
+
+MODULE_big = kairoi
+OBJS = \
+	src/admin.o \
+	src/connection.o \
+	src/kairoi.o \
+	src/kcp.o \
+	src/launcher.o \
+	src/outbox.o \
+	src/sql_api.o \
+	src/worker.o
+
+EXTENSION = kairoi
+DATA = kairoi--1.0.sql
+PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
+
+REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
+	kairoi_trigger kairoi_privileges kairoi_admin
+REGRESS_OPTS = --use-existing --dbname=kairoi_regression
+ISOLATION = kairoi_concurrent
+ISOLATION_OPTS = --use-existing --dbname=kairoi_regression
+
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-declarations
+
+# Bitcode for JIT would be built by clang, which ignores PG_CFLAGS
+with_llvm = no
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,178 @@
+/*-------------------------------------------------------------------------
+ *
+ * kairoi.c
+ *	  Module entry point: configuration variables, shared memory, and the
+ *	  registration of the launcher, the commit callback and the utility
+ *	  hook.
+ *
+ *	  Loaded through shared_preload_libraries, the module runs the launcher
+ *	  and its delivery worker.  Loaded on demand by a backend (no
+ *	  preloading), the SQL functions still enqueue; kairoi_status() then
+ *	  reports that no worker runs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "connection.h"
+#include "kairoi.h"
+
+PG_MODULE_MAGIC;
+
+char	   *kairoi_server = NULL;
+char	   *kairoi_database = NULL;
+int			kairoi_poll_interval_ms = 10000;
+int			kairoi_batch_size = 500;
+int			kairoi_window = 1000;
+int			kairoi_connect_timeout_ms = 5000;
+int			kairoi_request_timeout_ms = 30000;
+int			kairoi_backoff_min_ms = 100;
+int			kairoi_backoff_max_ms = 30000;
+int			kairoi_max_attempts = 5;
+
+KairoiShared *kairoi_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+static bool
+check_server(char **newval, void **extra, GucSource source)
+{
+	char		host[256];
+	char		port[16];
+
+	if (kairoi_parse_server(*newval, host, sizeof(host), port, sizeof(port)))
+		return true;
+	GUC_check_errdetail("kairoi.server must be host:port, for example 127.0.0.1:5678 or [::1]:5678.");
+	return false;
+}
+
+static void
+define_millisecond_variable(const char *name, const char *description,
+							int *variable, int min_value, int max_value)
+{
+	DefineCustomIntVariable(name, description, NULL, variable, *variable,
+							min_value, max_value, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+static void
+define_variables(void)
+{
+	DefineCustomStringVariable("kairoi.server",
+							   "Address (host:port) of the Kairoi server.",
+							   "Changing it makes the worker reconnect.",
+							   &kairoi_server, "127.0.0.1:5678", PGC_SIGHUP,
+							   0, check_server, NULL, NULL);
+	DefineCustomStringVariable("kairoi.database",
+							   "Database whose outbox the worker delivers.",
+							   NULL, &kairoi_database, "postgres", PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
+	define_millisecond_variable("kairoi.poll_interval",
+								"Safety poll of the outbox when no commit woke the worker.",
+								&kairoi_poll_interval_ms, 100, 3600000);
+	DefineCustomIntVariable("kairoi.batch_size",
+							"Outbox rows read per query.",
+							NULL, &kairoi_batch_size, kairoi_batch_size,
+							1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kairoi.window",
+							"Requests in flight at most on the connection.",
+							NULL, &kairoi_window, kairoi_window,
+							1, 100000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	define_millisecond_variable("kairoi.connect_timeout",
+								"Time allowed to establish a connection.",
+								&kairoi_connect_timeout_ms, 100, 600000);
+	define_millisecond_variable("kairoi.request_timeout",
+								"Time without any response, while requests are in flight, before reconnecting.",
+								&kairoi_request_timeout_ms, 100, 3600000);
+	define_millisecond_variable("kairoi.backoff_min",
+								"First delay before reconnecting or retrying a rejected entry; doubles each time.",
+								&kairoi_backoff_min_ms, 1, 3600000);
+	define_millisecond_variable("kairoi.backoff_max",
+								"Largest delay before reconnecting or retrying a rejected entry.",
+								&kairoi_backoff_max_ms, 1, 3600000);
+	DefineCustomIntVariable("kairoi.max_attempts",
+							"Answers of ERROR after which an entry moves to kairoi.failed.",
+							NULL, &kairoi_max_attempts, kairoi_max_attempts,
+							1, 1000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("kairoi");
+}
+
+static void
+kairoi_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KairoiShared)));
+}
+
+static void
+kairoi_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	kairoi_shared = ShmemInitStruct("kairoi", sizeof(KairoiShared), &found);
+	if (!found)
+	{
+		memset(kairoi_shared, 0, sizeof(KairoiShared));
+		SpinLockInit(&kairoi_shared->mutex);
+		ConditionVariableInit(&kairoi_shared->progress_cv);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+_PG_init(void)
+{
+	define_variables();
+	kairoi_register_xact_callback();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = kairoi_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = kairoi_shmem_startup;
+	kairoi_install_utility_hook();
+	kairoi_register_launcher();
+}
+
+void
+kairoi_wake_worker(void)
+{
+	Latch	   *latch;
+
+	if (kairoi_shared == NULL)
+		return;
+	SpinLockAcquire(&kairoi_shared->mutex);
+	latch = kairoi_shared->worker_latch;
+	SpinLockRelease(&kairoi_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+void
+kairoi_set_last_error(const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&kairoi_shared->mutex);
+	strlcpy(kairoi_shared->last_error, message, KAIROI_ERROR_MAXLEN);
+	kairoi_shared->last_error_at = now;
+	SpinLockRelease(&kairoi_shared->mutex);
+}

@@ -1,0 +1,273 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  All SQL that touches kairoi.outbox and kairoi.failed.
+ *
+ *	  User backends only ever insert or replace their own pending rows.
+ *	  The delivery worker reads due rows, deletes acknowledged ones and
+ *	  records rejections; each of its statements skips rows locked by other
+ *	  transactions, so an application's long transaction never stalls
+ *	  delivery of anything else.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "kairoi.h"
+#include "outbox.h"
+
+/*
+ * Insert, or replace the pending value of the same (kind, identifier).  A
+ * replacement keeps seq (the row's place in the queue), renews version and
+ * forgets earlier rejections: it is a new value.
+ */
+static const char *const enqueue_sql =
+"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
+"VALUES ($1, $2, $3) "
+"ON CONFLICT (kind, identifier) DO UPDATE "
+"SET arguments = excluded.arguments, version = excluded.version, "
+"    updated_at = excluded.updated_at, attempts = 0, "
+"    next_attempt_at = NULL, last_error = NULL";
+
+static const char *const fetch_sql =
+"SELECT seq, version, kind, identifier, arguments FROM kairoi.outbox "
+"WHERE (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+"  AND seq <> ALL ($1) "
+"ORDER BY seq LIMIT $2 "
+"FOR SHARE SKIP LOCKED";
+
+static const char *const next_retry_sql =
+"SELECT min(next_attempt_at) FROM kairoi.outbox WHERE next_attempt_at > now()";
+
+static const char *const delete_acknowledged_sql =
+"DELETE FROM kairoi.outbox WHERE seq IN ("
+"  SELECT o.seq FROM kairoi.outbox o "
+"  JOIN unnest($1::int8[], $2::int8[]) AS a(seq, version) "
+"    ON o.seq = a.seq AND o.version = a.version "
+"  FOR UPDATE OF o SKIP LOCKED)";
+
+/* Count one rejection; the retry delay doubles from $4 up to $5 ms */
+static const char *const reject_sql =
+"UPDATE kairoi.outbox o SET attempts = o.attempts + 1, last_error = $3, "
+"  next_attempt_at = now() + least($5::float8, $4::float8 * power(2, o.attempts)) "
+"                            * interval '1 millisecond' "
+"WHERE o.seq IN (SELECT seq FROM kairoi.outbox "
+"                WHERE seq = $1 AND version = $2 FOR UPDATE SKIP LOCKED) "
+"RETURNING o.attempts";
+
+static const char *const move_to_failed_sql =
+"WITH moved AS ("
+"  DELETE FROM kairoi.outbox WHERE seq = $1 "
+"  RETURNING kind, identifier, arguments, version, enqueued_at, attempts, "
+"            last_error) "
+"INSERT INTO kairoi.failed "
+"  (kind, identifier, arguments, version, enqueued_at, attempts, reason) "
+"SELECT * FROM moved";
+
+/*
+ * Prepare a statement once per backend and keep it.  The plan cache
+ * re-plans it if the extension's tables are dropped and re-created.
+ */
+static SPIPlanPtr
+prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	prepared = SPI_prepare(sql, nargs, argtypes);
+
+		if (prepared == NULL)
+			elog(ERROR, "kairoi: could not prepare \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(prepared);
+		*plan = prepared;
+	}
+	return *plan;
+}
+
+static void
+execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
+				  bool read_only, long count, int expected)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+
+	if (rc != expected)
+		elog(ERROR, "kairoi: outbox statement failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+static Datum
+int8_array(const int64 *values, int n)
+{
+	Datum	   *datums = palloc(Max(n, 1) * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+		datums[i] = Int64GetDatum(values[i]);
+	return PointerGetDatum(construct_array(datums, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+void
+outbox_enqueue(char kind, text *identifier, Datum arguments)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
+	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
+	arguments};
+
+	SPI_connect();
+	prepare_once(&plan, enqueue_sql, 3, argtypes);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT);
+	SPI_finish();
+}
+
+/* Text in the database encoding to a NUL-terminated UTF-8 string */
+static char *
+text_datum_to_utf8(Datum value)
+{
+	text	   *t = DatumGetTextPP(value);
+	const char *data = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	char	   *utf8 = pg_server_to_any(data, len, PG_UTF8);
+
+	return (utf8 == data) ? pnstrdup(data, len) : utf8;
+}
+
+static void
+read_entry(HeapTuple tuple, TupleDesc desc, OutboxEntry *entry)
+{
+	bool		isnull;
+	Datum	   *elements;
+	int			nelements;
+
+	entry->seq = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+	entry->version = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+	entry->kind = DatumGetChar(SPI_getbinval(tuple, desc, 3, &isnull));
+	entry->identifier = text_datum_to_utf8(SPI_getbinval(tuple, desc, 4,
+														 &isnull));
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 5,
+													   &isnull)),
+					  TEXTOID, -1, false, TYPALIGN_INT,
+					  &elements, NULL, &nelements);
+	entry->nargs = nelements;
+	entry->args = palloc(Max(nelements, 1) * sizeof(char *));
+	for (int i = 0; i < nelements; i++)
+		entry->args[i] = text_datum_to_utf8(elements[i]);
+}
+
+int
+outbox_fetch(const int64 *exclude_seqs, int nexclude, int limit,
+			 OutboxEntry *entries)
+{
+	static SPIPlanPtr plan = NULL;
+	MemoryContext caller_context = CurrentMemoryContext;
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
+	Datum		values[2];
+	int			nfetched;
+
+	SPI_connect();
+	prepare_once(&plan, fetch_sql, 2, argtypes);
+	values[0] = int8_array(exclude_seqs, nexclude);
+	values[1] = Int64GetDatum(limit);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
+
+	nfetched = (int) SPI_processed;
+	{
+		MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+
+		for (int i = 0; i < nfetched; i++)
+			read_entry(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+					   &entries[i]);
+		MemoryContextSwitchTo(spi_context);
+	}
+	SPI_finish();
+	return nfetched;
+}
+
+TimestampTz
+outbox_next_retry_at(void)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz result = 0;
+	bool		isnull;
+	Datum		value;
+
+	SPI_connect();
+	prepare_once(&plan, next_retry_sql, 0, NULL);
+	execute_expecting(plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						  &isnull);
+	if (!isnull)
+		result = DatumGetTimestampTz(value);
+	SPI_finish();
+	return result;
+}
+
+uint64
+outbox_delete_acknowledged(const int64 *seqs, const int64 *versions, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		values[2];
+	uint64		deleted;
+
+	SPI_connect();
+	prepare_once(&plan, delete_acknowledged_sql, 2, argtypes);
+	values[0] = int8_array(seqs, n);
+	values[1] = int8_array(versions, n);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
+	deleted = SPI_processed;
+	SPI_finish();
+	return deleted;
+}
+
+bool
+outbox_record_rejection(int64 seq, int64 version, const char *reason)
+{
+	static SPIPlanPtr reject_plan = NULL;
+	static SPIPlanPtr move_plan = NULL;
+	Oid			reject_types[5] = {INT8OID, INT8OID, TEXTOID, INT4OID, INT4OID};
+	Datum		reject_values[5] = {Int64GetDatum(seq), Int64GetDatum(version),
+		CStringGetTextDatum(reason), Int32GetDatum(kairoi_backoff_min_ms),
+	Int32GetDatum(kairoi_backoff_max_ms)};
+	Oid			move_types[1] = {INT8OID};
+	Datum		move_values[1] = {Int64GetDatum(seq)};
+	bool		moved = false;
+
+	SPI_connect();
+	prepare_once(&reject_plan, reject_sql, 5, reject_types);
+	execute_expecting(reject_plan, reject_values, NULL, false, 0,
+					  SPI_OK_UPDATE_RETURNING);
+	/* Nothing updated: replaced meanwhile (send the new value) or locked */
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		int32		attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc,
+														   1, &isnull));
+
+		if (attempts >= kairoi_max_attempts)
+		{
+			prepare_once(&move_plan, move_to_failed_sql, 1, move_types);
+			execute_expecting(move_plan, move_values, NULL, false, 0,
+							  SPI_OK_INSERT);
+			moved = true;
+		}
+	}
+	SPI_finish();
+	return moved;
+}
+
+bool
+outbox_extension_exists(void)
+{
+	return OidIsValid(get_extension_oid("kairoi", true));
+}

@@ -1,0 +1,397 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_api.c
+ *	  The SQL-callable scheduling functions: kairoi_job_set and the
+ *	  kairoi_rule_set family.  Every argument is checked here, at call
+ *	  time, so that nothing the Kairoi server would reject, misread or store
+ *	  wrongly ever reaches the outbox; a rejected call changes nothing.
+ *
+ *	  This file also owns the commit-time wake-up: a transaction that
+ *	  enqueued something sets the worker's latch when it commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+#include "kairoi.h"
+#include "outbox.h"
+
+PG_FUNCTION_INFO_V1(kairoi_job_set);
+PG_FUNCTION_INFO_V1(kairoi_rule_set);
+PG_FUNCTION_INFO_V1(kairoi_rule_set_shell);
+PG_FUNCTION_INFO_V1(kairoi_rule_set_amqp);
+PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
+
+/*
+ * Execution times the reference server can store: it keeps signed 64-bit
+ * nanoseconds since 1970, so whole seconds from 1677-09-21 00:12:44 to
+ * 2262-04-11 23:47:16 UTC (kcp.md part 2).  As seconds since 2000-01-01.
+ */
+#define KAIROI_MIN_EXECUTION_SECS INT64CONST(-9223372036)
+#define KAIROI_MAX_EXECUTION_SECS INT64CONST(9223372036)
+#define UNIX_EPOCH_TO_PG_EPOCH_SECS \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
+
+/* Set when this transaction enqueued something; read at commit */
+static bool enqueued_in_transaction = false;
+
+/* Which function and argument a check is about, for error messages */
+typedef struct ArgumentRef
+{
+	const char *function;
+	const char *name;
+} ArgumentRef;
+
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of %s must not be null",
+						ref.name, ref.function),
+				 errhint("Nothing was scheduled. Pass a value for \"%s\".",
+						 ref.name)));
+}
+
+/*
+ * Check that a text argument can travel as one KCP argument: not empty,
+ * convertible to UTF-8, valid UTF-8 (SQL_ASCII databases store any bytes)
+ * and at most KAIROI_MAX_ARGUMENT_BYTES long once converted.
+ */
+static void
+check_text_argument(text *value, ArgumentRef ref)
+{
+	const char *data = VARDATA_ANY(value);
+	int			len = VARSIZE_ANY_EXHDR(value);
+	char	   *utf8;
+	size_t		utf8_len;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" of %s must not be empty",
+						ref.name, ref.function),
+				 errhint("Kairoi gives an empty string a special meaning "
+						 "(it matches every job); pass a non-empty value.")));
+
+	utf8 = pg_server_to_any(data, len, PG_UTF8);
+	utf8_len = (utf8 == data) ? (size_t) len : strlen(utf8);
+
+	if (!pg_verify_mbstr(PG_UTF8, utf8, utf8_len, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("argument \"%s\" of %s is not valid UTF-8",
+						ref.name, ref.function),
+				 errdetail("The database encoding is %s, which does not check "
+						   "the bytes it stores.",
+						   GetDatabaseEncodingName()),
+				 errhint("The Kairoi protocol carries UTF-8 text only.")));
+
+	if (utf8_len > KAIROI_MAX_ARGUMENT_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("argument \"%s\" of %s is too long",
+						ref.name, ref.function),
+				 errdetail("It is %zu bytes in UTF-8; the limit is %d bytes.",
+						   utf8_len, KAIROI_MAX_ARGUMENT_BYTES)));
+
+	if (utf8 != data)
+		pfree(utf8);
+}
+
+/* check_not_null + check_text_argument for one positional argument */
+static text *
+get_text_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
+{
+	text	   *value;
+
+	check_not_null(fcinfo, argno, ref);
+	value = PG_GETARG_TEXT_PP(argno);
+	check_text_argument(value, ref);
+	return value;
+}
+
+/*
+ * Round a timestamp up to the next whole second (a job must never fire
+ * before the time asked for), check that the server can store it, and
+ * format it as UTC "YYYY-MM-DD HH:MM:SS".
+ */
+static text *
+format_execution(TimestampTz execution, ArgumentRef ref)
+{
+	int64		secs;
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		buf[MAXDATELEN + 1];
+
+	if (TIMESTAMP_NOT_FINITE(execution))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("argument \"%s\" of %s must be a finite timestamp",
+						ref.name, ref.function),
+				 errhint("Kairoi runs jobs at a given time; \"infinity\" and "
+						 "\"-infinity\" have none.")));
+
+	secs = execution / USECS_PER_SEC;
+	if (execution % USECS_PER_SEC > 0)
+		secs++;
+
+	if (secs < KAIROI_MIN_EXECUTION_SECS - UNIX_EPOCH_TO_PG_EPOCH_SECS ||
+		secs > KAIROI_MAX_EXECUTION_SECS - UNIX_EPOCH_TO_PG_EPOCH_SECS)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("argument \"%s\" of %s is out of the range the Kairoi server can store",
+						ref.name, ref.function),
+				 errdetail("After rounding up to a whole second it is %s.",
+						   timestamptz_to_str(secs * USECS_PER_SEC)),
+				 errhint("Kairoi stores times from 1677-09-21 00:12:44 to "
+						 "2262-04-11 23:47:16 UTC.")));
+
+	if (timestamp2tm(secs * USECS_PER_SEC, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("argument \"%s\" of %s cannot be converted to UTC",
+						ref.name, ref.function)));
+
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d",
+			 tm.tm_year, tm.tm_mon, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec);
+	return cstring_to_text(buf);
+}
+
+static Datum
+make_text_array(Datum *elements, int nelements)
+{
+	return PointerGetDatum(construct_array(elements, nelements, TEXTOID,
+										   -1, false, TYPALIGN_INT));
+}
+
+/* Number of arguments each runner takes, and what they are */
+typedef struct RunnerSpec
+{
+	const char *name;
+	int			nargs;
+	const char *usage;
+} RunnerSpec;
+
+static const RunnerSpec runners[] = {
+	{"shell", 1, "shell takes one argument: the script path"},
+	{"amqp", 3, "amqp takes three arguments: dsn, exchange and routing key"},
+};
+
+static const RunnerSpec *
+lookup_runner(text *runner, const char *function)
+{
+	char	   *name = text_to_cstring(runner);
+
+	for (size_t i = 0; i < lengthof(runners); i++)
+	{
+		if (strcmp(name, runners[i].name) == 0)
+			return &runners[i];
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("argument \"runner\" of %s names an unknown runner \"%s\"",
+					function, name),
+			 errhint("Kairoi knows the runners \"shell\" and \"amqp\" "
+					 "(lowercase).")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Check a rule and enqueue it.  runner_args are the runner's arguments,
+ * already checked for NULL; the rest of the checks happen here.  arg_names
+ * names them for error messages (NULL: they came as runner_arguments).
+ */
+static void
+enqueue_rule(const char *function, text *identifier, text *pattern,
+			 text *runner, text **runner_args, int nrunner_args,
+			 const char *const *arg_names)
+{
+	const RunnerSpec *spec = lookup_runner(runner, function);
+	Datum	   *elements;
+
+	if (nrunner_args != spec->nargs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("runner \"%s\" takes %d argument%s, %s got %d",
+						spec->name, spec->nargs, spec->nargs == 1 ? "" : "s",
+						function, nrunner_args),
+				 errhint("%s.", spec->usage)));
+
+	elements = palloc((2 + nrunner_args) * sizeof(Datum));
+	elements[0] = PointerGetDatum(pattern);
+	elements[1] = PointerGetDatum(runner);
+	for (int i = 0; i < nrunner_args; i++)
+	{
+		ArgumentRef ref = {function,
+		arg_names ? arg_names[i] : "runner_arguments"};
+
+		check_text_argument(runner_args[i], ref);
+		elements[2 + i] = PointerGetDatum(runner_args[i]);
+	}
+
+	outbox_enqueue(OUTBOX_KIND_RULE, identifier,
+				   make_text_array(elements, 2 + nrunner_args));
+	kairoi_note_enqueue();
+}
+
+Datum
+kairoi_job_set(PG_FUNCTION_ARGS)
+{
+	const char *function = "kairoi_job_set";
+	text	   *identifier = get_text_argument(fcinfo, 0,
+											   (ArgumentRef) {function, "identifier"});
+	ArgumentRef execution_ref = {function, "execution"};
+	Datum		execution;
+
+	check_not_null(fcinfo, 1, execution_ref);
+	execution = PointerGetDatum(format_execution(PG_GETARG_TIMESTAMPTZ(1),
+												 execution_ref));
+
+	outbox_enqueue(OUTBOX_KIND_JOB, identifier, make_text_array(&execution, 1));
+	kairoi_note_enqueue();
+	PG_RETURN_VOID();
+}
+
+Datum
+kairoi_rule_set(PG_FUNCTION_ARGS)
+{
+	const char *function = "kairoi_rule_set";
+	text	   *identifier = get_text_argument(fcinfo, 0,
+											   (ArgumentRef) {function, "identifier"});
+	text	   *pattern = get_text_argument(fcinfo, 1,
+											(ArgumentRef) {function, "pattern"});
+	text	   *runner = get_text_argument(fcinfo, 2,
+										   (ArgumentRef) {function, "runner"});
+	ArrayType  *array;
+	Datum	   *values;
+	bool	   *nulls;
+	int			nvalues;
+	text	  **runner_args;
+
+	check_not_null(fcinfo, 3, (ArgumentRef) {function, "runner_arguments"});
+	array = PG_GETARG_ARRAYTYPE_P(3);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("argument \"runner_arguments\" of %s must be a one-dimensional array",
+						function)));
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT,
+					  &values, &nulls, &nvalues);
+
+	runner_args = palloc0(Max(nvalues, 1) * sizeof(text *));
+	for (int i = 0; i < nvalues; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("element %d of argument \"runner_arguments\" of %s must not be null",
+							i + 1, function),
+					 errhint("Nothing was scheduled. Pass a value for every runner argument.")));
+		runner_args[i] = DatumGetTextPP(values[i]);
+	}
+
+	enqueue_rule(function, identifier, pattern, runner, runner_args, nvalues,
+				 NULL);
+	PG_RETURN_VOID();
+}
+
+/*
+ * The typed helpers: kairoi_rule_set_shell(identifier, pattern, script) and
+ * kairoi_rule_set_amqp(identifier, pattern, dsn, exchange, routing_key).
+ */
+static void
+enqueue_typed_rule(FunctionCallInfo fcinfo, const char *function,
+				   const char *runner_name, const char *const *arg_names)
+{
+	text	   *identifier = get_text_argument(fcinfo, 0,
+											   (ArgumentRef) {function, "identifier"});
+	text	   *pattern = get_text_argument(fcinfo, 1,
+											(ArgumentRef) {function, "pattern"});
+	int			nargs = PG_NARGS() - 2;
+	text	  **runner_args = palloc(nargs * sizeof(text *));
+
+	for (int i = 0; i < nargs; i++)
+	{
+		check_not_null(fcinfo, 2 + i, (ArgumentRef) {function, arg_names[i]});
+		runner_args[i] = PG_GETARG_TEXT_PP(2 + i);
+	}
+
+	enqueue_rule(function, identifier, pattern, cstring_to_text(runner_name),
+				 runner_args, nargs, arg_names);
+}
+
+Datum
+kairoi_rule_set_shell(PG_FUNCTION_ARGS)
+{
+	static const char *const arg_names[] = {"script"};
+
+	enqueue_typed_rule(fcinfo, "kairoi_rule_set_shell", "shell", arg_names);
+	PG_RETURN_VOID();
+}
+
+Datum
+kairoi_rule_set_amqp(PG_FUNCTION_ARGS)
+{
+	static const char *const arg_names[] = {"dsn", "exchange", "routing_key"};
+
+	enqueue_typed_rule(fcinfo, "kairoi_rule_set_amqp", "amqp", arg_names);
+	PG_RETURN_VOID();
+}
+
+/* Called by the extension script so that CREATE EXTENSION wakes the worker */
+Datum
+kairoi_wake_worker_at_commit(PG_FUNCTION_ARGS)
+{
+	kairoi_note_enqueue();
+	PG_RETURN_VOID();
+}
+
+void
+kairoi_note_enqueue(void)
+{
+	enqueued_in_transaction = true;
+}
+
+bool
+kairoi_enqueued_in_transaction(void)
+{
+	return enqueued_in_transaction;
+}
+
+static void
+wake_worker_on_commit(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (enqueued_in_transaction)
+				kairoi_wake_worker();
+			enqueued_in_transaction = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED is caught by the worker's safety poll */
+			enqueued_in_transaction = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+kairoi_register_xact_callback(void)
+{
+	RegisterXactCallback(wake_worker_on_commit, NULL);
+}

@@ -1,0 +1,729 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The delivery worker: the main loop that moves committed outbox rows
+ *	  to the Kairoi server and removes them once acknowledged.
+ *
+ *	  One worker serves one database.  It sleeps on its latch (set by the
+ *	  commit of any transaction that enqueued something) together with its
+ *	  socket and a timeout, so it wakes within milliseconds of a commit,
+ *	  never busy-loops, and still reacts at once to SIGTERM, SIGHUP and
+ *	  postmaster death.
+ *
+ *	  Requests are pipelined up to kairoi.window in flight and matched to
+ *	  responses by request identifier (a per-connection base-36 counter,
+ *	  never user data).  Any transport failure drops the connection and
+ *	  everything in flight: the rows are still in the outbox and are sent
+ *	  again after a capped exponential backoff.  An ERROR answer counts an
+ *	  attempt on that row only (see outbox.c).
+ *
+ *	  The reference server corrupts non-ASCII text that straddles one of
+ *	  its 2048-byte reads, so a request holding non-ASCII bytes is written
+ *	  alone, when nothing else is in flight, and nothing follows it until
+ *	  it is answered.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "lib/ilist.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "connection.h"
+#include "kairoi.h"
+#include "kcp.h"
+#include "outbox.h"
+
+/* One request sent and not yet answered */
+typedef struct InFlight
+{
+	uint64		request_number; /* hash key; the request id in base 36 */
+	int64		seq;
+	int64		version;
+	dlist_node	node;			/* in send order */
+} InFlight;
+
+/* An answer to apply to the outbox */
+typedef struct Answer
+{
+	int64		seq;
+	int64		version;
+} Answer;
+
+typedef struct AnswerList
+{
+	Answer	   *items;
+	int			count;
+	int			capacity;
+} AnswerList;
+
+typedef struct Worker
+{
+	KairoiConnection conn;
+	char		server[KAIROI_SERVER_MAXLEN];	/* address of conn */
+	HTAB	   *in_flight;
+	dlist_head	in_flight_order;
+	int			n_in_flight;
+	uint64		next_request_number;
+	bool		draining;		/* send nothing until nothing is in flight */
+	AnswerList	acknowledged;
+	AnswerList	rejected;
+	bool		maybe_pending;	/* the outbox may hold unsent due rows */
+	bool		extension_present;
+	int			failures;		/* consecutive transport failures */
+	TimestampTz connect_started;
+	TimestampTz reconnect_at;
+	TimestampTz last_progress;	/* connected, or last response read */
+	TimestampTz next_poll;		/* safety poll of the outbox */
+	TimestampTz next_retry;		/* earliest retry of a rejected row, or 0 */
+	TimestampTz database_retry; /* after a failed transaction */
+	MemoryContext iteration_context;
+} Worker;
+
+static void
+publish_state(Worker *w, KairoiWorkerState state)
+{
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->state = state;
+	kairoi_shared->in_flight = w->n_in_flight;
+	strlcpy(kairoi_shared->server, w->server, KAIROI_SERVER_MAXLEN);
+	if (state == KAIROI_STATE_CONNECTED && kairoi_shared->connected_at == 0)
+		kairoi_shared->connected_at = GetCurrentTimestamp();
+	else if (state != KAIROI_STATE_CONNECTED)
+		kairoi_shared->connected_at = 0;
+	SpinLockRelease(&kairoi_shared->mutex);
+}
+
+static void
+count_acknowledged(uint64 n)
+{
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->acknowledged += n;
+	SpinLockRelease(&kairoi_shared->mutex);
+}
+
+static void
+unpublish_worker(int code, Datum arg)
+{
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->worker_pid = 0;
+	kairoi_shared->worker_latch = NULL;
+	kairoi_shared->state = KAIROI_STATE_STARTING;
+	kairoi_shared->in_flight = 0;
+	kairoi_shared->connected_at = 0;
+	SpinLockRelease(&kairoi_shared->mutex);
+	ConditionVariableBroadcast(&kairoi_shared->progress_cv);
+}
+
+static void
+publish_worker(Oid database)
+{
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->worker_pid = MyProcPid;
+	kairoi_shared->worker_latch = &MyProc->procLatch;
+	kairoi_shared->worker_database = database;
+	kairoi_shared->state = KAIROI_STATE_STARTING;
+	kairoi_shared->acknowledged = 0;
+	kairoi_shared->connection_attempts = 0;
+	SpinLockRelease(&kairoi_shared->mutex);
+	before_shmem_exit(unpublish_worker, (Datum) 0);
+}
+
+static void
+answers_append(AnswerList *list, int64 seq, int64 version)
+{
+	if (list->count == list->capacity)
+	{
+		list->capacity = Max(64, list->capacity * 2);
+		list->items = repalloc_huge(list->items,
+									list->capacity * sizeof(Answer));
+	}
+	list->items[list->count].seq = seq;
+	list->items[list->count].version = version;
+	list->count++;
+}
+
+static void
+answers_init(AnswerList *list)
+{
+	list->capacity = 64;
+	list->count = 0;
+	list->items = palloc(list->capacity * sizeof(Answer));
+}
+
+/* ---------------------------------------------------------------------
+ * In-flight requests
+ * ---------------------------------------------------------------------
+ */
+
+static void
+in_flight_add(Worker *w, uint64 request_number, const OutboxEntry *entry)
+{
+	bool		found;
+	InFlight   *item = hash_search(w->in_flight, &request_number, HASH_ENTER,
+								   &found);
+
+	Assert(!found);
+	if (w->n_in_flight == 0)
+		w->last_progress = GetCurrentTimestamp();	/* the clock starts now */
+	item->seq = entry->seq;
+	item->version = entry->version;
+	dlist_push_tail(&w->in_flight_order, &item->node);
+	w->n_in_flight++;
+}
+
+static void
+in_flight_remove(Worker *w, InFlight *item)
+{
+	dlist_delete(&item->node);
+	hash_search(w->in_flight, &item->request_number, HASH_REMOVE, NULL);
+	w->n_in_flight--;
+	if (w->n_in_flight == 0)
+		w->draining = false;
+}
+
+static void
+in_flight_forget_all(Worker *w)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &w->in_flight_order)
+		in_flight_remove(w, dlist_container(InFlight, node, iter.cur));
+	w->draining = false;
+}
+
+/* Parse a base-36 request identifier; false if it is not one of ours */
+static bool
+parse_request_number(const char *id, uint64 *number)
+{
+	uint64		n = 0;
+
+	if (*id == '\0' || strlen(id) > KCP_MAX_REQUEST_ID_LEN)
+		return false;
+	for (; *id; id++)
+	{
+		int			digit;
+
+		if (*id >= '0' && *id <= '9')
+			digit = *id - '0';
+		else if (*id >= 'a' && *id <= 'z')
+			digit = *id - 'a' + 10;
+		else
+			return false;
+		if (n > (PG_UINT64_MAX - digit) / 36)
+			return false;
+		n = n * 36 + digit;
+	}
+	*number = n;
+	return true;
+}
+
+static bool
+handle_response(const KcpResponse *response, void *arg)
+{
+	Worker	   *w = (Worker *) arg;
+	uint64		number;
+	InFlight   *item;
+
+	if (!parse_request_number(response->request_id, &number))
+		return false;
+	item = hash_search(w->in_flight, &number, HASH_FIND, NULL);
+	if (item == NULL)
+		return false;
+
+	answers_append(response->status == KCP_STATUS_OK ? &w->acknowledged
+				   : &w->rejected, item->seq, item->version);
+	in_flight_remove(w, item);
+	w->last_progress = GetCurrentTimestamp();
+	w->failures = 0;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Connection life cycle
+ * ---------------------------------------------------------------------
+ */
+
+static long
+backoff_delay_ms(int failures)
+{
+	long		delay = kairoi_backoff_min_ms;
+
+	for (int i = 1; i < failures && delay < kairoi_backoff_max_ms; i++)
+		delay *= 2;
+	return Min(delay, (long) kairoi_backoff_max_ms);
+}
+
+/*
+ * Drop the connection and everything in flight.  The rows stay in the
+ * outbox and are sent again once reconnected.
+ */
+static void
+disconnect(Worker *w, const char *reason, bool is_failure)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (is_failure)
+	{
+		w->failures++;
+		kairoi_set_last_error(reason);
+		ereport(LOG,
+				(errmsg("kairoi: connection to Kairoi server %s failed: %s",
+						w->server, reason),
+				 errdetail("%d unacknowledged request(s) will be sent again after %ld ms.",
+						   w->n_in_flight, backoff_delay_ms(w->failures))));
+		w->reconnect_at = TimestampTzPlusMilliseconds(now,
+													  backoff_delay_ms(w->failures));
+	}
+	else
+		w->reconnect_at = now;
+
+	connection_close(&w->conn);
+	in_flight_forget_all(w);
+	w->maybe_pending = true;
+	publish_state(w, KAIROI_STATE_BACKOFF);
+}
+
+static void
+connect_to_server(Worker *w)
+{
+	strlcpy(w->server, kairoi_server, sizeof(w->server));
+	w->connect_started = GetCurrentTimestamp();
+	w->next_request_number = 0;
+	if (!connection_open(&w->conn, w->server))
+	{
+		disconnect(w, w->conn.error, true);
+		return;
+	}
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->connection_attempts++;
+	SpinLockRelease(&kairoi_shared->mutex);
+	w->last_progress = w->connect_started;
+	publish_state(w, w->conn.connecting ? KAIROI_STATE_CONNECTING
+				  : KAIROI_STATE_CONNECTED);
+}
+
+/* ---------------------------------------------------------------------
+ * Database work, each step in its own short transaction
+ * ---------------------------------------------------------------------
+ */
+
+typedef void (*TransactionBody) (Worker *w);
+
+/*
+ * Run body in a transaction.  An error is logged and published, the
+ * transaction rolled back and database work paused until the next poll:
+ * nothing is lost, since rows leave the outbox only by a committed delete.
+ */
+static bool
+run_transaction(Worker *w, TransactionBody body, const char *what)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	bool		ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, what);
+	PG_TRY();
+	{
+		body(w);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("kairoi: could not %s: %s", what, edata->message),
+				 errhint("The worker retries after kairoi.poll_interval.")));
+		kairoi_set_last_error(edata->message);
+		FreeErrorData(edata);
+		w->extension_present = false;	/* re-check before retrying */
+		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														kairoi_poll_interval_ms);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_context);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+static void
+check_extension(Worker *w)
+{
+	w->extension_present = outbox_extension_exists();
+}
+
+static void
+apply_answers(Worker *w)
+{
+	if (w->acknowledged.count > 0)
+	{
+		int64	   *seqs = palloc(w->acknowledged.count * sizeof(int64));
+		int64	   *versions = palloc(w->acknowledged.count * sizeof(int64));
+
+		for (int i = 0; i < w->acknowledged.count; i++)
+		{
+			seqs[i] = w->acknowledged.items[i].seq;
+			versions[i] = w->acknowledged.items[i].version;
+		}
+		count_acknowledged(outbox_delete_acknowledged(seqs, versions,
+													  w->acknowledged.count));
+	}
+	for (int i = 0; i < w->rejected.count; i++)
+	{
+		char		reason[128];
+
+		snprintf(reason, sizeof(reason),
+				 "the Kairoi server at %s answered ERROR", w->server);
+		if (outbox_record_rejection(w->rejected.items[i].seq,
+									w->rejected.items[i].version, reason))
+			ereport(LOG,
+					(errmsg("kairoi: moved outbox entry %lld to kairoi.failed after %d rejections",
+							(long long) w->rejected.items[i].seq,
+							kairoi_max_attempts)));
+	}
+	if (w->rejected.count > 0)
+	{
+		kairoi_set_last_error("the Kairoi server answered ERROR");
+		w->next_retry = outbox_next_retry_at();
+	}
+}
+
+/* The KCP arguments of an entry's request */
+static int
+entry_arguments(const OutboxEntry *entry, KcpArgument *args)
+{
+	int			n = 0;
+
+	if (entry->kind == OUTBOX_KIND_RULE)
+	{
+		args[n++] = (KcpArgument) {"RULE", 4};
+		args[n++] = (KcpArgument) {"SET", 3};
+	}
+	else
+		args[n++] = (KcpArgument) {"SET", 3};
+	args[n++] = (KcpArgument) {entry->identifier, strlen(entry->identifier)};
+	for (int i = 0; i < entry->nargs; i++)
+		args[n++] = (KcpArgument) {entry->args[i], strlen(entry->args[i])};
+	return n;
+}
+
+static bool
+arguments_have_non_ascii(const KcpArgument *args, int nargs)
+{
+	for (int i = 0; i < nargs; i++)
+	{
+		if (kcp_has_non_ascii(args[i].data, args[i].len))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Queue an entry's request.  One holding non-ASCII text puts the worker in
+ * draining mode: it waits (returns false) until nothing is in flight, is
+ * then sent alone, and nothing follows it until it is answered.
+ */
+static bool
+send_entry(Worker *w, const OutboxEntry *entry)
+{
+	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
+	int			nargs = entry_arguments(entry, args);
+	char		request_id[KCP_MAX_REQUEST_ID_LEN + 1];
+
+	if (arguments_have_non_ascii(args, nargs))
+	{
+		/* Alone on the wire: wait for the rest, then hold the rest back */
+		w->draining = true;
+		if (w->n_in_flight > 0)
+			return false;
+	}
+	kcp_format_request_id(w->next_request_number, request_id);
+	connection_queue_request(&w->conn, request_id, args, nargs);
+	in_flight_add(w, w->next_request_number, entry);
+	w->next_request_number++;
+	return true;
+}
+
+static void
+fetch_and_send(Worker *w)
+{
+	int			limit = Min(kairoi_batch_size, kairoi_window - w->n_in_flight);
+	int64	   *exclude = palloc(Max(w->n_in_flight, 1) * sizeof(int64));
+	OutboxEntry *entries = palloc(limit * sizeof(OutboxEntry));
+	int			nexclude = 0;
+	int			nfetched;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &w->in_flight_order)
+		exclude[nexclude++] = dlist_container(InFlight, node, iter.cur)->seq;
+
+	nfetched = outbox_fetch(exclude, nexclude, limit, entries);
+	w->maybe_pending = (nfetched == limit);
+	for (int i = 0; i < nfetched && !w->draining; i++)
+		(void) send_entry(w, &entries[i]);
+	if (w->draining)
+		w->maybe_pending = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Main loop
+ * ---------------------------------------------------------------------
+ */
+
+static void
+reload_configuration(Worker *w)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	if (connection_is_open(&w->conn) && strcmp(w->server, kairoi_server) != 0)
+	{
+		ereport(LOG,
+				(errmsg("kairoi: kairoi.server changed from %s to %s, reconnecting",
+						w->server, kairoi_server)));
+		disconnect(w, "kairoi.server changed", false);
+		w->failures = 0;
+	}
+	w->maybe_pending = true;
+}
+
+/* True if there is room in the window and rows may be waiting for it */
+static bool
+can_send_more(Worker *w, TimestampTz now)
+{
+	return w->maybe_pending && !w->draining &&
+		w->n_in_flight < kairoi_window && now >= w->database_retry;
+}
+
+/* Work on an open connection; false if it failed and was dropped */
+static bool
+exchange(Worker *w, int wait_events)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (w->conn.connecting)
+	{
+		if (wait_events & WL_SOCKET_WRITEABLE)
+		{
+			if (!connection_finish_connect(&w->conn))
+			{
+				disconnect(w, w->conn.error, true);
+				return false;
+			}
+			w->last_progress = now;
+			publish_state(w, KAIROI_STATE_CONNECTED);
+			ereport(DEBUG1, (errmsg("kairoi: connected to %s", w->server)));
+		}
+		else if (TimestampDifferenceExceeds(w->connect_started, now,
+											kairoi_connect_timeout_ms))
+		{
+			disconnect(w, "timed out connecting (kairoi.connect_timeout)", true);
+			return false;
+		}
+		if (w->conn.connecting)
+			return true;
+	}
+
+	if (!connection_receive(&w->conn, handle_response, w))
+	{
+		disconnect(w, w->conn.error, true);
+		return false;
+	}
+
+	if (w->acknowledged.count + w->rejected.count > 0)
+	{
+		run_transaction(w, apply_answers, "apply Kairoi server answers");
+		w->acknowledged.count = 0;
+		w->rejected.count = 0;
+		ConditionVariableBroadcast(&kairoi_shared->progress_cv);
+	}
+
+	if (can_send_more(w, now))
+		run_transaction(w, fetch_and_send, "read the outbox");
+
+	if (!connection_flush(&w->conn))
+	{
+		disconnect(w, w->conn.error, true);
+		return false;
+	}
+
+	if (w->n_in_flight > 0 &&
+		TimestampDifferenceExceeds(w->last_progress, now,
+								   kairoi_request_timeout_ms))
+	{
+		disconnect(w, "no response within kairoi.request_timeout", true);
+		return false;
+	}
+	publish_state(w, KAIROI_STATE_CONNECTED);
+	return true;
+}
+
+/* Milliseconds until the earliest deadline, at most the poll interval */
+static long
+time_to_next_deadline(Worker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz deadline = w->next_poll;
+
+	if (!w->extension_present)
+		;						/* only the poll re-checks the extension */
+	else if (!connection_is_open(&w->conn))
+		deadline = Min(deadline, w->reconnect_at);
+	else if (can_send_more(w, now) && !w->conn.connecting)
+		return 0;
+	else if (w->conn.connecting)
+		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->connect_started,
+															 kairoi_connect_timeout_ms));
+	else if (w->n_in_flight > 0)
+		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->last_progress,
+															 kairoi_request_timeout_ms));
+	if (w->next_retry != 0)
+		deadline = Min(deadline, w->next_retry);
+	if (w->database_retry > now)
+		deadline = Min(deadline, w->database_retry);
+
+	if (deadline <= now)
+		return 0;
+	return (long) ((deadline - now + 999) / 1000);
+}
+
+static int
+wait_for_work(Worker *w, long timeout_ms)
+{
+	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
+	pgsocket	sock = PGINVALID_SOCKET;
+	int			rc;
+
+	if (connection_is_open(&w->conn))
+	{
+		sock = w->conn.sock;
+		if (w->conn.connecting || connection_unsent(&w->conn) > 0)
+			events |= WL_SOCKET_WRITEABLE;
+		if (!w->conn.connecting)
+			events |= WL_SOCKET_READABLE;
+	}
+	rc = WaitLatchOrSocket(MyLatch, events, sock, timeout_ms,
+						   PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		w->maybe_pending = true;
+	}
+	return rc;
+}
+
+/* Periodic duties: safety poll, retry times, extension presence */
+static void
+tick(Worker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (now >= w->next_poll)
+	{
+		w->maybe_pending = true;
+		w->next_poll = TimestampTzPlusMilliseconds(now, kairoi_poll_interval_ms);
+	}
+	if (w->next_retry != 0 && now >= w->next_retry)
+	{
+		w->next_retry = 0;
+		w->maybe_pending = true;
+	}
+	if (!w->extension_present && now >= w->database_retry)
+	{
+		run_transaction(w, check_extension, "look up the kairoi extension");
+		if (!w->extension_present)
+			w->database_retry = TimestampTzPlusMilliseconds(now,
+															kairoi_poll_interval_ms);
+	}
+}
+
+static void
+worker_init(Worker *w)
+{
+	HASHCTL		ctl;
+
+	memset(w, 0, sizeof(*w));
+	connection_init(&w->conn);
+	strlcpy(w->server, kairoi_server, sizeof(w->server));
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(InFlight);
+	w->in_flight = hash_create("kairoi in-flight requests", 1024, &ctl,
+							   HASH_ELEM | HASH_BLOBS);
+	dlist_init(&w->in_flight_order);
+	answers_init(&w->acknowledged);
+	answers_init(&w->rejected);
+	w->maybe_pending = true;
+	w->iteration_context = AllocSetContextCreate(TopMemoryContext,
+												 "kairoi worker iteration",
+												 ALLOCSET_DEFAULT_SIZES);
+}
+
+void
+kairoi_worker_main(Datum main_arg)
+{
+	Oid			database = DatumGetObjectId(main_arg);
+	Worker		w;
+	int			wait_events = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+	pgstat_report_appname("kairoi worker");
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	worker_init(&w);
+	publish_worker(database);
+
+	while (!ShutdownRequestPending)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+			reload_configuration(&w);
+
+		MemoryContextSwitchTo(w.iteration_context);
+		tick(&w);
+		if (!w.extension_present)
+		{
+			if (connection_is_open(&w.conn))
+				disconnect(&w, "the kairoi extension is not installed", false);
+			publish_state(&w, KAIROI_STATE_NO_EXTENSION);
+		}
+		else if (!connection_is_open(&w.conn))
+		{
+			if (GetCurrentTimestamp() >= w.reconnect_at)
+				connect_to_server(&w);
+		}
+		if (w.extension_present && connection_is_open(&w.conn))
+			exchange(&w, wait_events);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(w.iteration_context);
+
+		wait_events = wait_for_work(&w, time_to_next_deadline(&w));
+	}
+
+	connection_close(&w.conn);
+	ereport(DEBUG1, (errmsg("kairoi: worker shutting down")));
+	proc_exit(0);
+}
