@@ -28,9 +28,13 @@
 /*
  * Insert, or replace the pending value of the same (kind, identifier).  A
  * replacement keeps seq (the row's place in the queue), renews version and
- * forgets earlier rejections: it is a new value.
+ * forgets earlier rejections: it is a new value.  For the same reason a
+ * failed entry of that identifier is superseded: retrying it later would
+ * overwrite the newer value on the server.
  */
 static const char *const enqueue_sql =
+"WITH superseded AS ("
+"  DELETE FROM kairoi.failed WHERE kind = $1 AND identifier = $2) "
 "INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
 "VALUES ($1, $2, $3) "
 "ON CONFLICT (kind, identifier) DO UPDATE "
