@@ -31,3 +31,17 @@ with_llvm = no
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Used by test/regress.sh to read the test lists above
+print-%:
+	@echo $($*)
+
+# Static analysis of the C sources; prints a result line for test/run-all
+lint:
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
+		--inline-suppr --std=c99 --suppress=missingIncludeSystem src/kcp.c && \
+	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
+		--inline-suppr -I src -I $(shell $(PG_CONFIG) --includedir-server) \
+		--suppress='*:/usr/include/*' --suppress=toomanyconfigs --max-configs=1 src/*.c && \
+	echo "1 passed, 0 failed" || { echo "0 passed, 1 failed"; exit 1; }
+.PHONY: lint

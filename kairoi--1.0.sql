@@ -34,7 +34,10 @@ CREATE TABLE kairoi.outbox (
 CREATE INDEX outbox_retry_idx ON kairoi.outbox (next_attempt_at)
 	WHERE next_attempt_at IS NOT NULL;
 
-/* Entries the server kept rejecting, with when and why */
+/*
+ * Entries the server kept rejecting, with when and why.  Scheduling the
+ * same identifier again supersedes (deletes) its failed entries.
+ */
 CREATE TABLE kairoi.failed (
 	id				bigserial PRIMARY KEY,
 	kind			"char" NOT NULL CHECK (kind IN ('j', 'r')),
@@ -46,6 +49,7 @@ CREATE TABLE kairoi.failed (
 	reason			text NOT NULL,
 	failed_at		timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX failed_identifier_idx ON kairoi.failed (kind, identifier);
 
 REVOKE ALL ON ALL TABLES IN SCHEMA kairoi FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kairoi FROM PUBLIC;
@@ -117,9 +121,9 @@ CREATE VIEW kairoi_failed AS
 	FROM kairoi.failed;
 
 /*
- * Put failed entries back in the queue (all of them, or one by id).  An
- * entry whose identifier was scheduled again meanwhile keeps the newer
- * pending value.  Returns the number of failed entries taken back.
+ * Put failed entries back in the queue (all of them, or one by id), the
+ * newest first if one identifier failed several times.  Returns the number
+ * of failed entries taken back.
  */
 CREATE FUNCTION kairoi_retry_failed(failed_id bigint DEFAULT NULL)
 RETURNS bigint

@@ -272,9 +272,8 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	ConditionVariablePrepareToSleep(&kairoi_shared->progress_cv);
 	while ((pending = count_pending(DatumGetInt64(target))) > 0)
 	{
-		TimestampTz now = GetCurrentTimestamp();
 		long		remaining_ms = (long) (timeout_ms -
-										   (now - start) / 1000);
+										   (GetCurrentTimestamp() - start) / 1000);
 
 		if (remaining_ms <= 0)
 		{

@@ -242,8 +242,6 @@ outbox_record_rejection(int64 seq, int64 version, const char *reason)
 	Datum		reject_values[5] = {Int64GetDatum(seq), Int64GetDatum(version),
 		CStringGetTextDatum(reason), Int32GetDatum(kairoi_backoff_min_ms),
 	Int32GetDatum(kairoi_backoff_max_ms)};
-	Oid			move_types[1] = {INT8OID};
-	Datum		move_values[1] = {Int64GetDatum(seq)};
 	bool		moved = false;
 
 	SPI_connect();
@@ -260,6 +258,9 @@ outbox_record_rejection(int64 seq, int64 version, const char *reason)
 
 		if (attempts >= kairoi_max_attempts)
 		{
+			Oid			move_types[1] = {INT8OID};
+			Datum		move_values[1] = {Int64GetDatum(seq)};
+
 			prepare_once(&move_plan, move_to_failed_sql, 1, move_types);
 			execute_expecting(move_plan, move_values, NULL, false, 0,
 							  SPI_OK_INSERT);

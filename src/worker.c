@@ -201,7 +201,10 @@ in_flight_forget_all(Worker *w)
 	dlist_mutable_iter iter;
 
 	dlist_foreach_modify(iter, &w->in_flight_order)
+	{
+		/* cppcheck-suppress nullPointer ; offsetof arithmetic, not NULL */
 		in_flight_remove(w, dlist_container(InFlight, node, iter.cur));
+	}
 	w->draining = false;
 }
 
@@ -477,7 +480,10 @@ fetch_and_send(Worker *w)
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &w->in_flight_order)
+	{
+		/* cppcheck-suppress nullPointer ; offsetof arithmetic, not NULL */
 		exclude[nexclude++] = dlist_container(InFlight, node, iter.cur)->seq;
+	}
 
 	nfetched = outbox_fetch(exclude, nexclude, limit, entries);
 	w->maybe_pending = (nfetched == limit);

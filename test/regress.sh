@@ -1,0 +1,60 @@
+#!/bin/bash
+# test/regress.sh: the pg_regress and isolation suites (sql/, expected/,
+# specs/) against a throwaway cluster with kairoi preloaded and a test
+# server.  Prints one line per test and "N passed, M failed".
+set -u
+source "$(dirname "$0")/lib.sh"
+cd "$KAIROI_ROOT"
+
+PGXS_DIR=$($PGBIN/pg_config --pkglibdir)/pgxs
+PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress"
+PG_ISOLATION_REGRESS="$PGXS_DIR/src/test/isolation/pg_isolation_regress"
+DB=kairoi_regression
+
+start_server SRV || exit 1
+
+# Used by the tests through psql's \! and \copy ... FROM PROGRAM, and by the
+# isolation specs through COPY ... PROGRAM, which the server runs as the
+# postgres user: hence copies in a directory it can read.
+TOOLS=$(make_temp_dir)
+cp test/kairoi_ctl.py test/server_to_csv.py "$TOOLS"/
+export KCTL="$PYTHON $TOOLS/kairoi_ctl.py --port $SRV_CPORT"
+export KSERVER="$PYTHON $TOOLS/server_to_csv.py --port $SRV_CPORT"
+
+start_cluster PG "$SRV_PORT" "$DB" "kairoi.max_attempts = 3
+kairoi.request_timeout = 2000
+max_prepared_transactions = 2" || exit 1
+psql_at PG postgres -c "CREATE DATABASE $DB" || exit 1
+
+export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=postgres
+
+# run_suite RUNNER OUTPUT_DIR TESTS...: count each test's ok / FAILED line
+run_suite() {
+	local runner=$1 outdir=$2
+	shift 2
+	rm -rf "$outdir"
+	mkdir -p "$outdir"
+	"$runner" --inputdir=. --outputdir="$outdir" --bindir="$PGBIN" \
+		--use-existing --dbname="$DB" "$@" >"$outdir/run.log" 2>&1
+	local rc=$? listed=0 name
+	for name in "$@"; do
+		if grep -Eq "^(test |     |ok +[0-9]+ +[-+] )?[ ]*$name +\.\.\. ok" "$outdir/run.log"; then
+			pass "$name"
+		else
+			fail "$name"
+		fi
+		listed=$((listed + 1))
+	done
+	if [ $rc -ne 0 ]; then
+		cat "$outdir/run.log"
+		[ -f "$outdir/regression.diffs" ] && cat "$outdir/regression.diffs"
+		# a runner failure that no test line shows still counts
+		grep -q "FAILED\|failed" "$outdir/run.log" || fail "$runner exited $rc"
+	fi
+}
+
+run_suite "$PG_REGRESS" results $(make -s print-REGRESS)
+run_suite "$PG_ISOLATION_REGRESS" output_iso $(make -s print-ISOLATION)
+
+stop_postgres PG fast
+finish
