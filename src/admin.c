@@ -24,6 +24,12 @@
 
 #include "kairoi.h"
 
+/*
+ * kairoi_flush counts what is still pending after each wake-up, at most
+ * this often: the worker may signal progress hundreds of times a second.
+ */
+#define FLUSH_RECOUNT_INTERVAL_MS 20
+
 PG_FUNCTION_INFO_V1(kairoi_status);
 PG_FUNCTION_INFO_V1(kairoi_flush);
 
@@ -284,6 +290,8 @@ kairoi_flush(PG_FUNCTION_ARGS)
 		(void) ConditionVariableTimedSleep(&kairoi_shared->progress_cv,
 										   Min(remaining_ms, 1000),
 										   PG_WAIT_EXTENSION);
+		/* Counting scans the outbox: not more often than every interval */
+		pg_usleep(Min(remaining_ms, FLUSH_RECOUNT_INTERVAL_MS) * 1000L);
 		CHECK_FOR_INTERRUPTS();
 	}
 	ConditionVariableCancelSleep();

@@ -8,7 +8,7 @@
  *	  commit of any transaction that enqueued something) together with its
  *	  socket and a timeout, so it wakes within milliseconds of a commit,
  *	  never busy-loops, and still reacts at once to SIGTERM, SIGHUP and
- *	  postmaster death.
+ *	  postmaster death.  SIGTERM ends it through die(), like any backend.
  *
  *	  Requests are pipelined up to kairoi.window in flight and matched to
  *	  responses by request identifier (a per-connection base-36 counter,
@@ -692,8 +692,13 @@ kairoi_worker_main(Datum main_arg)
 	Worker		w;
 	int			wait_events = 0;
 
+	/*
+	 * die() rather than a flag: SIGTERM must also interrupt a lock wait, so
+	 * that neither shutdown nor DROP DATABASE ever waits for the worker.
+	 * The operating system closes the socket when the process exits.
+	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
 	pgstat_report_appname("kairoi worker");
@@ -702,7 +707,7 @@ kairoi_worker_main(Datum main_arg)
 	worker_init(&w);
 	publish_worker(database);
 
-	while (!ShutdownRequestPending)
+	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -728,8 +733,4 @@ kairoi_worker_main(Datum main_arg)
 
 		wait_events = wait_for_work(&w, time_to_next_deadline(&w));
 	}
-
-	connection_close(&w.conn);
-	ereport(DEBUG1, (errmsg("kairoi: worker shutting down")));
-	proc_exit(0);
 }
