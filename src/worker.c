@@ -47,6 +47,8 @@
 #include "kcp.h"
 #include "outbox.h"
 
+#define WORKER_LOCK_TIMEOUT "1s"
+
 /* One request sent and not yet answered */
 typedef struct InFlight
 {
@@ -702,6 +704,14 @@ kairoi_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
 	pgstat_report_appname("kairoi worker");
+
+	/*
+	 * Row locks are skipped, never waited for (see outbox.c); a table lock
+	 * held by DDL or maintenance makes the statement fail after this long
+	 * instead, and the worker retries after kairoi.poll_interval.
+	 */
+	SetConfigOption("lock_timeout", WORKER_LOCK_TIMEOUT, PGC_SUSET,
+					PGC_S_OVERRIDE);
 
 	MemoryContextSwitchTo(TopMemoryContext);
 	worker_init(&w);
