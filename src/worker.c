@@ -446,11 +446,12 @@ arguments_have_non_ascii(const KcpArgument *args, int nargs)
 }
 
 /*
- * Queue an entry's request.  One holding non-ASCII text puts the worker in
- * draining mode: it waits (returns false) until nothing is in flight, is
- * then sent alone, and nothing follows it until it is answered.
+ * Queue an entry's request, unless it holds non-ASCII text and something is
+ * in flight.  Either way such an entry puts the worker in draining mode:
+ * nothing more is queued until nothing is in flight, so the entry goes out
+ * alone and nothing follows it until it is answered.
  */
-static bool
+static void
 send_entry(Worker *w, const OutboxEntry *entry)
 {
 	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
@@ -459,16 +460,14 @@ send_entry(Worker *w, const OutboxEntry *entry)
 
 	if (arguments_have_non_ascii(args, nargs))
 	{
-		/* Alone on the wire: wait for the rest, then hold the rest back */
 		w->draining = true;
 		if (w->n_in_flight > 0)
-			return false;
+			return;
 	}
 	kcp_format_request_id(w->next_request_number, request_id);
 	connection_queue_request(&w->conn, request_id, args, nargs);
 	in_flight_add(w, w->next_request_number, entry);
 	w->next_request_number++;
-	return true;
 }
 
 static void
@@ -490,7 +489,7 @@ fetch_and_send(Worker *w)
 	nfetched = outbox_fetch(exclude, nexclude, limit, entries);
 	w->maybe_pending = (nfetched == limit);
 	for (int i = 0; i < nfetched && !w->draining; i++)
-		(void) send_entry(w, &entries[i]);
+		send_entry(w, &entries[i]);
 	if (w->draining)
 		w->maybe_pending = true;
 }
