@@ -128,7 +128,7 @@ lookup_database(const char *name)
 }
 
 static bool
-worker_running(BackgroundWorkerHandle *handle)
+worker_starting(BackgroundWorkerHandle *handle)
 {
 	pid_t		pid;
 
@@ -160,7 +160,6 @@ void
 kairoi_launcher_main(Datum main_arg)
 {
 	BackgroundWorkerHandle *handle = NULL;
-	Oid			worker_database = InvalidOid;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -172,6 +171,8 @@ kairoi_launcher_main(Datum main_arg)
 	while (!ShutdownRequestPending)
 	{
 		Oid			database;
+		pid_t		worker_pid;
+		Oid			worker_database;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -181,22 +182,36 @@ kairoi_launcher_main(Datum main_arg)
 		}
 
 		database = lookup_database(kairoi_database);
-		if (worker_running(handle))
+		SpinLockAcquire(&kairoi_shared->mutex);
+		worker_pid = kairoi_shared->worker_pid;
+		worker_database = kairoi_shared->worker_database;
+		SpinLockRelease(&kairoi_shared->mutex);
+
+		/*
+		 * A worker is known from shared memory, which also covers one that
+		 * an earlier incarnation of the launcher started; the handle covers
+		 * one that is starting and has not published itself yet.
+		 */
+		if (worker_pid != 0)
 		{
-			if (database != worker_database)
-				TerminateBackgroundWorker(handle);
+			if (worker_database != database)
+				(void) kill(worker_pid, SIGTERM);
 		}
-		else if (OidIsValid(database) && database != paused_database())
-		{
+		else if (!worker_starting(handle) && OidIsValid(database) &&
+				 database != paused_database())
 			handle = start_worker(database);
-			worker_database = database;
-		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 kairoi_poll_interval_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(0);
+
+	/*
+	 * Exit status 1 makes the postmaster restart the launcher after
+	 * bgw_restart_time, unless the whole server is shutting down: a
+	 * pg_terminate_backend() must not stop delivery for good.
+	 */
+	proc_exit(1);
 }
 
 /* ---------------------------------------------------------------------

@@ -63,17 +63,62 @@ check_not_null(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
 						 ref.name)));
 }
 
+static void
+conversion_error_context(void *arg)
+{
+	ArgumentRef *ref = (ArgumentRef *) arg;
+
+	errcontext("converting argument \"%s\" of %s to UTF-8",
+			   ref->name, ref->function);
+}
+
+/*
+ * Length in bytes of a text value once in UTF-8.  A SQL_ASCII database
+ * stores bytes unchecked, so they must already be valid UTF-8; any other
+ * encoding is converted, and a character with no UTF-8 equivalent raises
+ * the conversion's own error, with a context line naming the argument.
+ */
+static size_t
+utf8_length(const char *data, int len, ArgumentRef *ref)
+{
+	ErrorContextCallback callback;
+	char	   *utf8;
+	size_t		utf8_len;
+
+	if (GetDatabaseEncoding() == PG_SQL_ASCII)
+	{
+		if (!pg_verify_mbstr(PG_UTF8, data, len, true))
+			ereport(ERROR,
+					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+					 errmsg("argument \"%s\" of %s is not valid UTF-8",
+							ref->name, ref->function),
+					 errdetail("The database encoding is SQL_ASCII, which does not check the bytes it stores."),
+					 errhint("The Kairoi protocol carries UTF-8 text only.")));
+		return (size_t) len;
+	}
+
+	callback.callback = conversion_error_context;
+	callback.arg = ref;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	utf8 = pg_server_to_any(data, len, PG_UTF8);
+	error_context_stack = callback.previous;
+
+	if (utf8 == data)
+		return (size_t) len;
+	utf8_len = strlen(utf8);
+	pfree(utf8);
+	return utf8_len;
+}
+
 /*
  * Check that a text argument can travel as one KCP argument: not empty,
- * convertible to UTF-8, valid UTF-8 (SQL_ASCII databases store any bytes)
- * and at most KAIROI_MAX_ARGUMENT_BYTES long once converted.
+ * UTF-8 once converted, and at most KAIROI_MAX_ARGUMENT_BYTES long then.
  */
 static void
 check_text_argument(text *value, ArgumentRef ref)
 {
-	const char *data = VARDATA_ANY(value);
 	int			len = VARSIZE_ANY_EXHDR(value);
-	char	   *utf8;
 	size_t		utf8_len;
 
 	if (len == 0)
@@ -84,19 +129,7 @@ check_text_argument(text *value, ArgumentRef ref)
 				 errhint("Kairoi gives an empty string a special meaning "
 						 "(it matches every job); pass a non-empty value.")));
 
-	utf8 = pg_server_to_any(data, len, PG_UTF8);
-	utf8_len = (utf8 == data) ? (size_t) len : strlen(utf8);
-
-	if (!pg_verify_mbstr(PG_UTF8, utf8, utf8_len, true))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-				 errmsg("argument \"%s\" of %s is not valid UTF-8",
-						ref.name, ref.function),
-				 errdetail("The database encoding is %s, which does not check "
-						   "the bytes it stores.",
-						   GetDatabaseEncodingName()),
-				 errhint("The Kairoi protocol carries UTF-8 text only.")));
-
+	utf8_len = utf8_length(VARDATA_ANY(value), len, &ref);
 	if (utf8_len > KAIROI_MAX_ARGUMENT_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -104,9 +137,6 @@ check_text_argument(text *value, ArgumentRef ref)
 						ref.name, ref.function),
 				 errdetail("It is %zu bytes in UTF-8; the limit is %d bytes.",
 						   utf8_len, KAIROI_MAX_ARGUMENT_BYTES)));
-
-	if (utf8 != data)
-		pfree(utf8);
 }
 
 /* check_not_null + check_text_argument for one positional argument */
