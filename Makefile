@@ -32,6 +32,10 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: a struct changed in a header must
+# rebuild every object, or they disagree on its layout in shared memory.
+$(OBJS): $(wildcard src/*.h)
+
 # Used by test/regress.sh to read the test lists above
 print-%:
 	@echo $($*)

@@ -84,6 +84,17 @@ SET search_path = pg_catalog, pg_temp;
 
 /* ---- Administration ---- */
 
+/*
+ * Wakes the worker, and makes it read the whole outbox, when the calling
+ * transaction commits: used by CREATE EXTENSION and kairoi_retry_failed.
+ */
+CREATE FUNCTION kairoi._wake_worker_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'kairoi_wake_worker_at_commit'
+LANGUAGE C VOLATILE;
+
+SELECT kairoi._wake_worker_at_commit();
+
 CREATE FUNCTION kairoi_status(
 	OUT worker_pid integer,
 	OUT state text,
@@ -130,6 +141,7 @@ RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT kairoi._wake_worker_at_commit();
 	WITH taken AS (
 		DELETE FROM kairoi.failed
 		WHERE kairoi_retry_failed.failed_id IS NULL
@@ -161,13 +173,6 @@ BEGIN ATOMIC
 	SELECT count(*) FROM purged;
 END;
 
-/* Wakes the worker when CREATE EXTENSION commits */
-CREATE FUNCTION kairoi._wake_worker_at_commit()
-RETURNS void
-AS 'MODULE_PATHNAME', 'kairoi_wake_worker_at_commit'
-LANGUAGE C VOLATILE;
-
-SELECT kairoi._wake_worker_at_commit();
 
 /*
  * Rules make the Kairoi host run commands: nothing here is for PUBLIC.

@@ -25,10 +25,10 @@
 #include "kairoi.h"
 
 /*
- * kairoi_flush counts what is still pending after each wake-up, at most
+ * kairoi_flush checks what is still pending after each wake-up, at most
  * this often: the worker may signal progress hundreds of times a second.
  */
-#define FLUSH_RECOUNT_INTERVAL_MS 20
+#define FLUSH_RECHECK_INTERVAL_MS 20
 
 PG_FUNCTION_INFO_V1(kairoi_status);
 PG_FUNCTION_INFO_V1(kairoi_flush);
@@ -195,15 +195,51 @@ check_flush_is_possible(WorkerView *view)
 				 errhint("Add kairoi to shared_preload_libraries and restart the server.")));
 }
 
-static int64
-count_pending(int64 version)
+/*
+ * What kairoi_flush waits for: the rows committed before the call.  They
+ * have seq <= max_seq and version <= max_version as read at the call (a row
+ * replaced after the call has a larger version and is not waited for).
+ * Rows below low_seq are known to be gone, so each check starts there and
+ * the whole wait reads the queue about once, however long it is.
+ */
+typedef struct FlushTarget
+{
+	int64		max_seq;
+	int64		max_version;
+	int64		low_seq;
+} FlushTarget;
+
+static char *
+pending_condition(const FlushTarget *target)
+{
+	return psprintf("seq >= " INT64_FORMAT " AND seq <= " INT64_FORMAT
+					" AND version <= " INT64_FORMAT,
+					target->low_seq, target->max_seq, target->max_version);
+}
+
+/* Is anything still pending?  Advances target->low_seq. */
+static bool
+still_pending(FlushTarget *target)
 {
 	Datum		value;
 	bool		isnull;
-	char	   *sql = psprintf("SELECT count(*) FROM kairoi.outbox WHERE version <= " INT64_FORMAT,
-							   version);
 
-	query_one_row(sql, 1, &value, &isnull);
+	query_one_row(psprintf("SELECT min(seq) FROM kairoi.outbox WHERE %s",
+						   pending_condition(target)), 1, &value, &isnull);
+	if (isnull)
+		return false;
+	target->low_seq = DatumGetInt64(value);
+	return true;
+}
+
+static int64
+count_pending(const FlushTarget *target)
+{
+	Datum		value;
+	bool		isnull;
+
+	query_one_row(psprintf("SELECT count(*) FROM kairoi.outbox WHERE %s",
+						   pending_condition(target)), 1, &value, &isnull);
 	return DatumGetInt64(value);
 }
 
@@ -227,9 +263,10 @@ report_rejections(int64 version, TimestampTz since)
 }
 
 static void
-report_timeout(int64 timeout_ms, int64 pending)
+report_timeout(int64 timeout_ms, const FlushTarget *target)
 {
 	WorkerView	view;
+	int64		pending = count_pending(target);
 
 	get_worker_view(&view);
 	ereport(ERROR,
@@ -252,9 +289,9 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	WorkerView	view;
 	int64		timeout_ms;
 	TimestampTz start = GetCurrentTimestamp();
-	Datum		target;
-	bool		empty;
-	int64		pending;
+	Datum		maxima[2];
+	bool		empty[2];
+	FlushTarget target;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -270,13 +307,16 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	get_worker_view(&view);
 	check_flush_is_possible(&view);
 
-	/* Everything committed before the call has a version up to this */
-	query_one_row("SELECT max(version) FROM kairoi.outbox", 1, &target, &empty);
-	if (empty)
+	query_one_row("SELECT max(seq), max(version) FROM kairoi.outbox", 2,
+				  maxima, empty);
+	if (empty[0])
 		PG_RETURN_VOID();
+	target.max_seq = DatumGetInt64(maxima[0]);
+	target.max_version = DatumGetInt64(maxima[1]);
+	target.low_seq = 0;
 
 	ConditionVariablePrepareToSleep(&kairoi_shared->progress_cv);
-	while ((pending = count_pending(DatumGetInt64(target))) > 0)
+	while (still_pending(&target))
 	{
 		long		remaining_ms = (long) (timeout_ms -
 										   (GetCurrentTimestamp() - start) / 1000);
@@ -284,17 +324,17 @@ kairoi_flush(PG_FUNCTION_ARGS)
 		if (remaining_ms <= 0)
 		{
 			ConditionVariableCancelSleep();
-			report_timeout(timeout_ms, pending);
+			report_timeout(timeout_ms, &target);
 		}
 		kairoi_wake_worker();
 		(void) ConditionVariableTimedSleep(&kairoi_shared->progress_cv,
 										   Min(remaining_ms, 1000),
 										   PG_WAIT_EXTENSION);
-		/* Counting scans the outbox: not more often than every interval */
-		pg_usleep(Min(remaining_ms, FLUSH_RECOUNT_INTERVAL_MS) * 1000L);
+		/* Checking reads the outbox: not more often than every interval */
+		pg_usleep(Min(remaining_ms, FLUSH_RECHECK_INTERVAL_MS) * 1000L);
 		CHECK_FOR_INTERRUPTS();
 	}
 	ConditionVariableCancelSleep();
-	report_rejections(DatumGetInt64(target), start);
+	report_rejections(target.max_version, start);
 	PG_RETURN_VOID();
 }

@@ -130,6 +130,7 @@ kairoi_shmem_startup(void)
 	{
 		memset(kairoi_shared, 0, sizeof(KairoiShared));
 		SpinLockInit(&kairoi_shared->mutex);
+		kairoi_shared->rescan_from_seq = PG_INT64_MAX;
 		ConditionVariableInit(&kairoi_shared->progress_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -164,6 +165,36 @@ kairoi_wake_worker(void)
 	SpinLockRelease(&kairoi_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/*
+ * Tell the worker that rows from from_seq on became visible: its fetch
+ * cursor may already be past them (a transaction that took its seq early
+ * committed late, or replaced a row the worker had skipped).
+ */
+void
+kairoi_request_rescan(int64 from_seq)
+{
+	if (kairoi_shared == NULL)
+		return;
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->rescan_from_seq = Min(kairoi_shared->rescan_from_seq,
+										 from_seq);
+	SpinLockRelease(&kairoi_shared->mutex);
+	kairoi_wake_worker();
+}
+
+/* The worker: lowest seq to read again (INT64_MAX if none), and reset it */
+int64
+kairoi_take_rescan_request(void)
+{
+	int64		from_seq;
+
+	SpinLockAcquire(&kairoi_shared->mutex);
+	from_seq = kairoi_shared->rescan_from_seq;
+	kairoi_shared->rescan_from_seq = PG_INT64_MAX;
+	SpinLockRelease(&kairoi_shared->mutex);
+	return from_seq;
 }
 
 void

@@ -64,6 +64,8 @@ typedef struct KairoiShared
 	Latch	   *worker_latch;	/* set to wake the worker */
 	Latch	   *launcher_latch;
 	Oid			paused_database;	/* DROP DATABASE in progress */
+	/* lowest seq committed since the worker last looked, or INT64_MAX */
+	int64		rescan_from_seq;
 	KairoiWorkerState state;
 	char		server[KAIROI_SERVER_MAXLEN];
 	char		last_error[KAIROI_ERROR_MAXLEN];
@@ -79,10 +81,12 @@ typedef struct KairoiShared
 /* kairoi.c */
 extern KairoiShared *kairoi_shared;
 extern void kairoi_wake_worker(void);
+extern void kairoi_request_rescan(int64 from_seq);
+extern int64 kairoi_take_rescan_request(void);
 extern void kairoi_set_last_error(const char *message);
 
 /* sql_api.c */
-extern void kairoi_note_enqueue(void);
+extern void kairoi_note_enqueue(int64 seq);
 extern bool kairoi_enqueued_in_transaction(void);
 extern void kairoi_register_xact_callback(void);
 

@@ -5,9 +5,10 @@
  *
  *	  User backends only ever insert or replace their own pending rows.
  *	  The delivery worker reads due rows, deletes acknowledged ones and
- *	  records rejections; each of its statements skips rows locked by other
- *	  transactions, so an application's long transaction never stalls
- *	  delivery of anything else.
+ *	  records rejections.  It never waits for a row lock: reading takes
+ *	  none, and its writes skip rows locked by other transactions, so an
+ *	  application's long transaction never stalls delivery of anything
+ *	  else.  A row it could not delete stays and is sent again later.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,14 +41,19 @@ static const char *const enqueue_sql =
 "ON CONFLICT (kind, identifier) DO UPDATE "
 "SET arguments = excluded.arguments, version = excluded.version, "
 "    updated_at = excluded.updated_at, attempts = 0, "
-"    next_attempt_at = NULL, last_error = NULL";
+"    next_attempt_at = NULL, last_error = NULL "
+"RETURNING seq";
 
+/*
+ * Due rows after the worker's cursor.  No row lock: a row being replaced
+ * is read in its committed version, which is harmless (the replacement
+ * gets a new version and is sent once committed).
+ */
 static const char *const fetch_sql =
 "SELECT seq, version, kind, identifier, arguments FROM kairoi.outbox "
-"WHERE (next_attempt_at IS NULL OR next_attempt_at <= now()) "
-"  AND seq <> ALL ($1) "
-"ORDER BY seq LIMIT $2 "
-"FOR SHARE SKIP LOCKED";
+"WHERE seq > $1 AND seq <> ALL ($2) "
+"  AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+"ORDER BY seq LIMIT $3";
 
 static const char *const next_retry_sql =
 "SELECT min(next_attempt_at) FROM kairoi.outbox WHERE next_attempt_at > now()";
@@ -119,18 +125,23 @@ int8_array(const int64 *values, int n)
 										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-void
+int64
 outbox_enqueue(char kind, text *identifier, Datum arguments)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
 	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
 	arguments};
+	bool		isnull;
+	int64		seq;
 
 	SPI_connect();
 	prepare_once(&plan, enqueue_sql, 3, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
+	return seq;
 }
 
 /* Text in the database encoding to a NUL-terminated UTF-8 string */
@@ -168,20 +179,21 @@ read_entry(HeapTuple tuple, TupleDesc desc, OutboxEntry *entry)
 }
 
 int
-outbox_fetch(const int64 *exclude_seqs, int nexclude, int limit,
+outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
 			 OutboxEntry *entries)
 {
 	static SPIPlanPtr plan = NULL;
 	MemoryContext caller_context = CurrentMemoryContext;
-	Oid			argtypes[2] = {INT8ARRAYOID, INT8OID};
-	Datum		values[2];
+	Oid			argtypes[3] = {INT8OID, INT8ARRAYOID, INT8OID};
+	Datum		values[3];
 	int			nfetched;
 
 	SPI_connect();
-	prepare_once(&plan, fetch_sql, 2, argtypes);
-	values[0] = int8_array(exclude_seqs, nexclude);
-	values[1] = Int64GetDatum(limit);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
+	prepare_once(&plan, fetch_sql, 3, argtypes);
+	values[0] = Int64GetDatum(after);
+	values[1] = int8_array(exclude_seqs, nexclude);
+	values[2] = Int64GetDatum(limit);
+	execute_expecting(plan, values, NULL, true, 0, SPI_OK_SELECT);
 
 	nfetched = (int) SPI_processed;
 	{

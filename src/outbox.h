@@ -33,16 +33,19 @@ typedef struct OutboxEntry
 	char	  **args;
 } OutboxEntry;
 
-/* User backends: insert or replace the pending entry for (kind, identifier) */
-extern void outbox_enqueue(char kind, text *identifier, Datum arguments);
+/*
+ * User backends: insert or replace the pending entry for (kind,
+ * identifier).  Returns the entry's seq.
+ */
+extern int64 outbox_enqueue(char kind, text *identifier, Datum arguments);
 
 /*
- * Worker, inside a transaction: up to limit due entries in queue order,
- * skipping those in exclude_seqs (in flight) and rows locked by other
- * transactions.  Entries are allocated in the caller's memory context.
+ * Worker, inside a transaction: up to limit due entries with seq > after,
+ * in queue order, skipping those in exclude_seqs (in flight).  Entries are
+ * allocated in the caller's memory context.
  */
-extern int	outbox_fetch(const int64 *exclude_seqs, int nexclude, int limit,
-						 OutboxEntry *entries);
+extern int	outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude,
+						 int limit, OutboxEntry *entries);
 
 /* Worker: earliest retry time of a rejected entry, or 0 if none */
 extern TimestampTz outbox_next_retry_at(void);

@@ -41,8 +41,11 @@ PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
 #define UNIX_EPOCH_TO_PG_EPOCH_SECS \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
 
-/* Set when this transaction enqueued something; read at commit */
-static bool enqueued_in_transaction = false;
+/*
+ * Lowest seq this transaction enqueued or replaced, INT64_MAX if none; at
+ * commit the worker is woken and told to read from there.
+ */
+static int64 transaction_min_seq = PG_INT64_MAX;
 
 /* Which function and argument a check is about, for error messages */
 typedef struct ArgumentRef
@@ -271,9 +274,9 @@ enqueue_rule(const char *function, text *identifier, text *pattern,
 		elements[2 + i] = PointerGetDatum(runner_args[i]);
 	}
 
-	outbox_enqueue(OUTBOX_KIND_RULE, identifier,
-				   make_text_array(elements, 2 + nrunner_args));
-	kairoi_note_enqueue();
+	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_RULE, identifier,
+									   make_text_array(elements,
+													   2 + nrunner_args)));
 }
 
 Datum
@@ -289,8 +292,8 @@ kairoi_job_set(PG_FUNCTION_ARGS)
 	execution = PointerGetDatum(format_execution(PG_GETARG_TIMESTAMPTZ(1),
 												 execution_ref));
 
-	outbox_enqueue(OUTBOX_KIND_JOB, identifier, make_text_array(&execution, 1));
-	kairoi_note_enqueue();
+	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_JOB, identifier,
+									   make_text_array(&execution, 1)));
 	PG_RETURN_VOID();
 }
 
@@ -380,24 +383,27 @@ kairoi_rule_set_amqp(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Called by the extension script so that CREATE EXTENSION wakes the worker */
+/*
+ * Wake the worker when the calling transaction commits, and make it read
+ * the outbox from the start: for CREATE EXTENSION and kairoi_retry_failed.
+ */
 Datum
 kairoi_wake_worker_at_commit(PG_FUNCTION_ARGS)
 {
-	kairoi_note_enqueue();
+	kairoi_note_enqueue(0);
 	PG_RETURN_VOID();
 }
 
 void
-kairoi_note_enqueue(void)
+kairoi_note_enqueue(int64 seq)
 {
-	enqueued_in_transaction = true;
+	transaction_min_seq = Min(transaction_min_seq, seq);
 }
 
 bool
 kairoi_enqueued_in_transaction(void)
 {
-	return enqueued_in_transaction;
+	return transaction_min_seq != PG_INT64_MAX;
 }
 
 static void
@@ -406,14 +412,14 @@ wake_worker_on_commit(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
-			if (enqueued_in_transaction)
-				kairoi_wake_worker();
-			enqueued_in_transaction = false;
+			if (kairoi_enqueued_in_transaction())
+				kairoi_request_rescan(transaction_min_seq);
+			transaction_min_seq = PG_INT64_MAX;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED is caught by the worker's safety poll */
-			enqueued_in_transaction = false;
+			transaction_min_seq = PG_INT64_MAX;
 			break;
 		default:
 			break;

@@ -17,6 +17,14 @@
  *	  again after a capped exponential backoff.  An ERROR answer counts an
  *	  attempt on that row only (see outbox.c).
  *
+ *	  The outbox is read in seq order after a cursor, so that neither rows
+ *	  in flight nor the dead rows of acknowledged entries are read again.
+ *	  The cursor goes back when rows may have appeared behind it: a commit
+ *	  reports the lowest seq it wrote (a transaction can take its seq early
+ *	  and commit late, or replace a row already sent), a retry falls due, a
+ *	  connection is lost, and at every safety poll (which also catches rows
+ *	  an application held locked, and COMMIT PREPARED).
+ *
  *	  The reference server corrupts non-ASCII text that straddles one of
  *	  its 2048-byte reads, so a request holding non-ASCII bytes is written
  *	  alone, when nothing else is in flight, and nothing follows it until
@@ -84,6 +92,7 @@ typedef struct Worker
 	AnswerList	acknowledged;
 	AnswerList	rejected;
 	bool		maybe_pending;	/* the outbox may hold unsent due rows */
+	int64		cursor;			/* rows up to this seq were read */
 	bool		extension_present;
 	int			failures;		/* consecutive transport failures */
 	TimestampTz connect_started;
@@ -197,6 +206,14 @@ in_flight_remove(Worker *w, InFlight *item)
 		w->draining = false;
 }
 
+/* Read the outbox again from seq on (0: from the start) */
+static void
+rewind_cursor(Worker *w, int64 seq)
+{
+	w->cursor = Min(w->cursor, seq - 1);
+	w->maybe_pending = true;
+}
+
 static void
 in_flight_forget_all(Worker *w)
 {
@@ -208,6 +225,7 @@ in_flight_forget_all(Worker *w)
 		in_flight_remove(w, dlist_container(InFlight, node, iter.cur));
 	}
 	w->draining = false;
+	rewind_cursor(w, 0);
 }
 
 /* Parse a base-36 request identifier; false if it is not one of ours */
@@ -298,7 +316,6 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 
 	connection_close(&w->conn);
 	in_flight_forget_all(w);
-	w->maybe_pending = true;
 	publish_state(w, KAIROI_STATE_BACKOFF);
 }
 
@@ -363,6 +380,7 @@ run_transaction(Worker *w, TransactionBody body, const char *what)
 		kairoi_set_last_error(edata->message);
 		FreeErrorData(edata);
 		w->extension_present = false;	/* re-check before retrying */
+		rewind_cursor(w, 0);
 		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														kairoi_poll_interval_ms);
 		ok = false;
@@ -384,16 +402,22 @@ apply_answers(Worker *w)
 {
 	if (w->acknowledged.count > 0)
 	{
-		int64	   *seqs = palloc(w->acknowledged.count * sizeof(int64));
-		int64	   *versions = palloc(w->acknowledged.count * sizeof(int64));
+		int			n = w->acknowledged.count;
+		int64	   *seqs = palloc(n * sizeof(int64));
+		int64	   *versions = palloc(n * sizeof(int64));
 
-		for (int i = 0; i < w->acknowledged.count; i++)
+		for (int i = 0; i < n; i++)
 		{
 			seqs[i] = w->acknowledged.items[i].seq;
 			versions[i] = w->acknowledged.items[i].version;
 		}
-		count_acknowledged(outbox_delete_acknowledged(seqs, versions,
-													  w->acknowledged.count));
+
+		/*
+		 * A row replaced in flight is not deleted; the replacing commit
+		 * asks for a rescan.  A row an application holds locked is not
+		 * deleted either; it is sent again after the next safety poll.
+		 */
+		count_acknowledged(outbox_delete_acknowledged(seqs, versions, n));
 	}
 	for (int i = 0; i < w->rejected.count; i++)
 	{
@@ -446,12 +470,12 @@ arguments_have_non_ascii(const KcpArgument *args, int nargs)
 }
 
 /*
- * Queue an entry's request, unless it holds non-ASCII text and something is
- * in flight.  Either way such an entry puts the worker in draining mode:
- * nothing more is queued until nothing is in flight, so the entry goes out
- * alone and nothing follows it until it is answered.
+ * Queue an entry's request and return true, unless it holds non-ASCII text
+ * and something is in flight.  Either way such an entry puts the worker in
+ * draining mode: nothing more is queued until nothing is in flight, so the
+ * entry goes out alone and nothing follows it until it is answered.
  */
-static void
+static bool
 send_entry(Worker *w, const OutboxEntry *entry)
 {
 	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
@@ -462,12 +486,13 @@ send_entry(Worker *w, const OutboxEntry *entry)
 	{
 		w->draining = true;
 		if (w->n_in_flight > 0)
-			return;
+			return false;
 	}
 	kcp_format_request_id(w->next_request_number, request_id);
 	connection_queue_request(&w->conn, request_id, args, nargs);
 	in_flight_add(w, w->next_request_number, entry);
 	w->next_request_number++;
+	return true;
 }
 
 static void
@@ -480,16 +505,23 @@ fetch_and_send(Worker *w)
 	int			nfetched;
 	dlist_iter	iter;
 
+	/* Only rows after the cursor can be read: exclude those in flight */
 	dlist_foreach(iter, &w->in_flight_order)
 	{
 		/* cppcheck-suppress nullPointer ; offsetof arithmetic, not NULL */
-		exclude[nexclude++] = dlist_container(InFlight, node, iter.cur)->seq;
+		int64		seq = dlist_container(InFlight, node, iter.cur)->seq;
+
+		if (seq > w->cursor)
+			exclude[nexclude++] = seq;
 	}
 
-	nfetched = outbox_fetch(exclude, nexclude, limit, entries);
+	nfetched = outbox_fetch(w->cursor, exclude, nexclude, limit, entries);
 	w->maybe_pending = (nfetched == limit);
 	for (int i = 0; i < nfetched && !w->draining; i++)
-		send_entry(w, &entries[i]);
+	{
+		if (send_entry(w, &entries[i]))
+			w->cursor = Max(w->cursor, entries[i].seq);
+	}
 	if (w->draining)
 		w->maybe_pending = true;
 }
@@ -504,13 +536,15 @@ reload_configuration(Worker *w)
 {
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
-	if (connection_is_open(&w->conn) && strcmp(w->server, kairoi_server) != 0)
+	if (strcmp(w->server, kairoi_server) != 0)
 	{
+		/* Also during a backoff: the old server's failures do not count */
 		ereport(LOG,
 				(errmsg("kairoi: kairoi.server changed from %s to %s, reconnecting",
 						w->server, kairoi_server)));
 		disconnect(w, "kairoi.server changed", false);
 		w->failures = 0;
+		strlcpy(w->server, kairoi_server, sizeof(w->server));
 	}
 	w->maybe_pending = true;
 }
@@ -528,6 +562,8 @@ static bool
 exchange(Worker *w, int wait_events)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		received;
+	int64		rescan_from;
 
 	if (w->conn.connecting)
 	{
@@ -552,12 +588,8 @@ exchange(Worker *w, int wait_events)
 			return true;
 	}
 
-	if (!connection_receive(&w->conn, handle_response, w))
-	{
-		disconnect(w, w->conn.error, true);
-		return false;
-	}
-
+	/* Answers read before a failure (say, just before EOF) still count */
+	received = connection_receive(&w->conn, handle_response, w);
 	if (w->acknowledged.count + w->rejected.count > 0)
 	{
 		run_transaction(w, apply_answers, "apply Kairoi server answers");
@@ -565,6 +597,15 @@ exchange(Worker *w, int wait_events)
 		w->rejected.count = 0;
 		ConditionVariableBroadcast(&kairoi_shared->progress_cv);
 	}
+	if (!received)
+	{
+		disconnect(w, w->conn.error, true);
+		return false;
+	}
+
+	rescan_from = kairoi_take_rescan_request();
+	if (rescan_from <= w->cursor)
+		rewind_cursor(w, rescan_from);
 
 	if (can_send_more(w, now))
 		run_transaction(w, fetch_and_send, "read the outbox");
@@ -648,13 +689,13 @@ tick(Worker *w)
 
 	if (now >= w->next_poll)
 	{
-		w->maybe_pending = true;
+		rewind_cursor(w, 0);
 		w->next_poll = TimestampTzPlusMilliseconds(now, kairoi_poll_interval_ms);
 	}
 	if (w->next_retry != 0 && now >= w->next_retry)
 	{
 		w->next_retry = 0;
-		w->maybe_pending = true;
+		rewind_cursor(w, 0);
 	}
 	if (!w->extension_present && now >= w->database_retry)
 	{

@@ -1,0 +1,210 @@
+#!/bin/bash
+# bench/delivery.sh: delivery throughput of the kairoi worker, as a ratio of
+# a raw pipelined KCP client measured in the same run.
+#
+#   bash bench/delivery.sh            # about 2-3 minutes on 2 vCPU
+#
+# One run, one fresh test server (test/kairoi_server.py) and one fresh
+# cluster (test/lib.sh):
+#   1. baseline: bench/raw_client.py sends JOBS SETs over one connection
+#      (window 1000, 500 per write) -> raw rate;
+#   2. the extension: one statement commits JOBS kairoi_job_set() calls; the
+#      clock runs from the commit until the server stores all JOBS jobs
+#      (bench/wait_jobs.py polls the control port) -> extension rate, and
+#      until kairoi_flush() returns (outbox empty, acknowledgements applied);
+#   both without and with reply_delay_ms=DELAY_MS (the reference server hands
+#   replies to connections every 7.9 ms, kcp.md part 2: where windowing
+#   matters);
+#   3. window sweep at DELAY_MS: kairoi.window in SWEEP_WINDOWS (ALTER
+#      SYSTEM + pg_reload_conf), the raw client at the same window as
+#      baseline; then a kairoi.batch_size sweep at the default window.
+# Each extension run starts from a vacuumed outbox (see docs/benchmarks.md).
+# Every figure is the median of REPEAT runs. Nothing is asserted on time:
+# the script prints rates and ratios extension/raw only (exit 0 unless
+# something broke). Ends with "N passed, M failed" for the sanity checks
+# (every job delivered, nothing left pending).
+#
+# Environment: JOBS (100000), REPEAT (3), DELAY_MS (8), SWEEP_WINDOWS
+# ("1 10 100 1000 2000 5000"), SWEEP_JOBS (20000; a window W sends at most
+# W*SWEEP_PER_SLOT jobs, SWEEP_PER_SLOT=500, so that window 1 stays short),
+# BATCH_SIZES ("100 500 2000"), WINDOW (1000: window of the main runs and
+# the batch sweep), BATCH (500: batch of the main runs).
+set -u
+# shellcheck source=test/lib.sh
+. "$(dirname "$0")/../test/lib.sh"
+
+BENCH="$KAIROI_ROOT/bench"
+JOBS=${JOBS:-100000}
+REPEAT=${REPEAT:-3}
+DELAY_MS=${DELAY_MS:-8}
+SWEEP_WINDOWS=${SWEEP_WINDOWS:-"1 10 100 1000 2000 5000"}
+SWEEP_JOBS=${SWEEP_JOBS:-20000}
+SWEEP_PER_SLOT=${SWEEP_PER_SLOT:-500}
+BATCH_SIZES=${BATCH_SIZES:-"100 500 2000"}
+WINDOW=${WINDOW:-1000}
+BATCH=${BATCH:-500}
+RUN=0
+
+now() { date +%s.%N; }
+# median of the arguments (numbers)
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+# fdiv A B [FORMAT]
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
+# CPU seconds (user+system) used so far by a process
+cpu_seconds() {
+	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# server_reset DELAY: forget all jobs, clear faults, set the reply delay
+server_reset() {
+	$KCTL --port "$S_CPORT" reset >/dev/null &&
+		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$1" >/dev/null
+}
+
+# raw_rate DELAY WINDOW COUNT BATCH: one raw-client run; prints its rate
+raw_rate() {
+	local out
+	server_reset "$1" || return 1
+	RUN=$((RUN + 1))
+	out=$($PYTHON "$BENCH/raw_client.py" --port "$S_PORT" --count "$3" \
+		--window "$2" --batch "$4" --prefix "raw$RUN-" --json) || {
+		echo "raw client failed: $out" >&2
+		return 1
+	}
+	$PYTHON -c 'import json,sys; print("%.1f" % json.loads(sys.argv[1])["rate"])' "$out"
+}
+
+# set_guc NAME VALUE: change a kairoi.NAME setting and let the worker reload
+# (quoted: "window" is an SQL keyword)
+set_guc() {
+	psql_at P postgres -c "ALTER SYSTEM SET kairoi.\"$1\" = $2" \
+		-c "SELECT pg_reload_conf()" >/dev/null || broken "set kairoi.$1 = $2"
+	sleep 0.3
+	check "kairoi.$1 is $2" "$2" "$(psql_at P postgres -c "SHOW kairoi.\"$1\"")" >/dev/null
+}
+
+# ext_run DELAY COUNT: one extension run; prints
+# "rate flush_rate enqueue_seconds worker_cpu% server_cpu%"
+ext_run() {
+	local delay=$1 count=$2 t0 t1 t2 deliver flush enq wpid w0 w1 s0 s1 stored
+	server_reset "$delay" || return 1
+	RUN=$((RUN + 1))
+	# every run starts from a vacuumed outbox: the rows deleted by the runs
+	# before would otherwise slow the worker's fetches until autovacuum
+	psql_at P postgres -c "VACUUM kairoi.outbox" || return 1
+	wpid=$(worker_pid P postgres)
+	t0=$(now)
+	psql_at P postgres -c "SELECT count(kairoi_job_set('ext$RUN-' || g,
+		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $count) g" >/dev/null ||
+		return 1
+	t1=$(now)
+	w0=$(cpu_seconds "$wpid")
+	s0=$(cpu_seconds "$S_PID")
+	deliver=$($PYTHON "$BENCH/wait_jobs.py" --cport "$S_CPORT" --count "$count" --t0 "$t1") ||
+		return 1
+	w1=$(cpu_seconds "$wpid")
+	s1=$(cpu_seconds "$S_PID")
+	psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null || return 1
+	t2=$(now)
+	stored=$($KCTL --port "$S_CPORT" count-jobs)
+	if [ "$stored" != "$count" ]; then
+		echo "run $RUN: server stores $stored jobs, expected $count" >&2
+		return 1
+	fi
+	flush=$(awk -v a="$t1" -v b="$t2" 'BEGIN {print b - a}')
+	enq=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+	echo "$(fdiv "$count" "$deliver" %.1f) $(fdiv "$count" "$flush" %.1f) $enq" \
+		"$(fdiv "$(awk -v a="$w0" -v b="$w1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)" \
+		"$(fdiv "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)"
+}
+
+# ext_median DELAY COUNT: REPEAT extension runs; prints the medians
+ext_median() {
+	local r rates=() frates=() enqs=() wcpu=() scpu=() line f
+	for ((r = 0; r < REPEAT; r++)); do
+		line=$(ext_run "$1" "$2") || return 1
+		read -r -a f <<<"$line"
+		rates+=("${f[0]}") frates+=("${f[1]}") enqs+=("${f[2]}") wcpu+=("${f[3]}") scpu+=("${f[4]}")
+	done
+	echo "$(median "${rates[@]}") $(median "${frates[@]}") $(median "${enqs[@]}")" \
+		"$(median "${wcpu[@]}") $(median "${scpu[@]}")"
+}
+
+# raw_median DELAY WINDOW COUNT BATCH
+raw_median() {
+	local r rates=() v
+	for ((r = 0; r < REPEAT; r++)); do
+		v=$(raw_rate "$@") || return 1
+		rates+=("$v")
+	done
+	median "${rates[@]}"
+}
+
+broken() {
+	fail "$1"
+	finish
+	exit 1
+}
+
+started=$SECONDS
+echo "# kairoi delivery benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc) CPU," \
+	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# JOBS=$JOBS REPEAT=$REPEAT DELAY_MS=$DELAY_MS WINDOW=$WINDOW BATCH=$BATCH" \
+	"SWEEP_WINDOWS=\"$SWEEP_WINDOWS\" SWEEP_JOBS=$SWEEP_JOBS BATCH_SIZES=\"$BATCH_SIZES\""
+
+start_server S || broken "start the test server"
+start_cluster P "$S_PORT" postgres "kairoi.window = $WINDOW
+kairoi.batch_size = $BATCH" || broken "start PostgreSQL"
+psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
+wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
+# one small delivery so the worker is connected before the clock runs
+ext_run 0 100 >/dev/null || broken "warm-up delivery"
+
+echo
+echo "## 1. $JOBS jobs, window $WINDOW, batch $BATCH (median of $REPEAT)"
+printf '%-22s %12s %12s %8s %12s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
+	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU"
+for delay in 0 "$DELAY_MS"; do
+	raw=$(raw_median "$delay" "$WINDOW" "$JOBS" "$BATCH") || broken "raw client, delay $delay"
+	ext=$(ext_median "$delay" "$JOBS") || broken "extension delivery, delay $delay"
+	read -r rate frate enq wcpu scpu <<<"$ext"
+	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%%\n' "reply_delay_ms=$delay" \
+		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu"
+done
+
+echo
+echo "## 2. window sweep, reply_delay_ms=$DELAY_MS, batch $BATCH (median of $REPEAT)"
+printf '%8s %8s %12s %12s %8s %12s %10s\n' "window" "jobs" "raw SET/s" "ext SET/s" "ext/raw" \
+	"flushed/s" "worker CPU"
+best_window="" best_rate=0
+for w in $SWEEP_WINDOWS; do
+	n=$((w * SWEEP_PER_SLOT < SWEEP_JOBS ? w * SWEEP_PER_SLOT : SWEEP_JOBS))
+	set_guc window "$w"
+	raw=$(raw_median "$DELAY_MS" "$w" "$n" "$BATCH") || broken "raw client, window $w"
+	ext=$(ext_median "$DELAY_MS" "$n") || broken "extension delivery, window $w"
+	read -r rate frate enq wcpu scpu <<<"$ext"
+	printf '%8s %8s %12.0f %12.0f %8s %12.0f %9s%%\n' "$w" "$n" "$raw" "$rate" \
+		"$(fdiv "$rate" "$raw")" "$frate" "$wcpu"
+	if awk -v a="$rate" -v b="$best_rate" 'BEGIN {exit !(a > b)}'; then
+		best_window=$w best_rate=$rate
+	fi
+done
+echo "best window by measurement: $best_window ($(printf '%.0f' "$best_rate") SET/s)"
+
+echo
+echo "## 3. batch_size sweep, window $WINDOW, reply_delay_ms=$DELAY_MS, $SWEEP_JOBS jobs (median of $REPEAT)"
+printf '%8s %12s %12s %10s\n' "batch" "ext SET/s" "flushed/s" "worker CPU"
+set_guc window "$WINDOW"
+for b in $BATCH_SIZES; do
+	set_guc batch_size "$b"
+	ext=$(ext_median "$DELAY_MS" "$SWEEP_JOBS") || broken "extension delivery, batch $b"
+	read -r rate frate enq wcpu scpu <<<"$ext"
+	printf '%8s %12.0f %12.0f %9s%%\n' "$b" "$rate" "$frate" "$wcpu"
+done
+set_guc batch_size "$BATCH"
+
+echo
+check "nothing left in the outbox" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
+check "nothing failed" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.failed')"
+echo "runtime ${SECONDS}s (benchmark $((SECONDS - started))s)"
+finish

@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""test/integration/soak_compare.py: compare the server's jobs with the committed state.
+
+    python3 test/integration/soak_compare.py --cport C --expected FILE [--prefix soak-]
+
+FILE holds the committed state, one `identifier<TAB>execution` line per job
+(psql -A -F tab output of soak_expected). The test server's jobs (control
+`state`) whose identifier starts with PREFIX are compared with it. Prints
+
+    committed N, on server M, missing X, wrong Y, unexpected Z
+
+and up to 10 examples of each kind of difference; exits 0 only if nothing
+is missing, wrong or unexpected and the counts are equal.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from kairoi_ctl import Control  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--host', default='127.0.0.1')
+    ap.add_argument('--cport', type=int, required=True)
+    ap.add_argument('--expected', required=True)
+    ap.add_argument('--prefix', default='soak-')
+    a = ap.parse_args()
+
+    expected = {}
+    with open(a.expected, encoding='utf-8') as f:
+        for line in f:
+            ident, _, execution = line.rstrip('\n').partition('\t')
+            expected[ident] = execution
+    jobs = Control(a.host, a.cport, timeout=120).state()['jobs']
+    on_server = {k: v for k, v in jobs.items() if k.startswith(a.prefix)}
+
+    missing = sorted(k for k in expected if k not in on_server)
+    wrong = sorted(k for k in expected if k in on_server and on_server[k] != expected[k])
+    unexpected = sorted(k for k in on_server if k not in expected)
+    print('committed %d, on server %d, missing %d, wrong %d, unexpected %d'
+          % (len(expected), len(on_server), len(missing), len(wrong), len(unexpected)))
+    for k in missing[:10]:
+        print('  missing %s (committed %s)' % (k, expected[k]))
+    for k in wrong[:10]:
+        print('  wrong %s: committed %s, server has %s' % (k, expected[k], on_server[k]))
+    for k in unexpected[:10]:
+        print('  unexpected %s = %s' % (k, on_server[k]))
+    ok = not missing and not wrong and not unexpected and len(expected) == len(on_server)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
