@@ -57,12 +57,13 @@ check_server(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/* A reloadable integer GUC; flags is 0 or a unit such as GUC_UNIT_MS */
 static void
-define_millisecond_variable(const char *name, const char *description,
-							int *variable, int min_value, int max_value)
+define_int_variable(const char *name, const char *description, int *variable,
+					int min_value, int max_value, int flags)
 {
 	DefineCustomIntVariable(name, description, NULL, variable, *variable,
-							min_value, max_value, PGC_SIGHUP, GUC_UNIT_MS,
+							min_value, max_value, PGC_SIGHUP, flags,
 							NULL, NULL, NULL);
 }
 
@@ -78,33 +79,30 @@ define_variables(void)
 							   "Database whose outbox the worker delivers.",
 							   NULL, &kairoi_database, "postgres", PGC_SIGHUP,
 							   0, NULL, NULL, NULL);
-	define_millisecond_variable("kairoi.poll_interval",
-								"Safety poll of the outbox when no commit woke the worker.",
-								&kairoi_poll_interval_ms, 100, 3600000);
-	DefineCustomIntVariable("kairoi.batch_size",
-							"Outbox rows read per query.",
-							NULL, &kairoi_batch_size, kairoi_batch_size,
-							1, 10000, PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("kairoi.window",
-							"Requests in flight at most on the connection.",
-							NULL, &kairoi_window, kairoi_window,
-							1, 100000, PGC_SIGHUP, 0, NULL, NULL, NULL);
-	define_millisecond_variable("kairoi.connect_timeout",
-								"Time allowed to establish a connection.",
-								&kairoi_connect_timeout_ms, 100, 600000);
-	define_millisecond_variable("kairoi.request_timeout",
-								"Time without any response, while requests are in flight, before reconnecting.",
-								&kairoi_request_timeout_ms, 100, 3600000);
-	define_millisecond_variable("kairoi.backoff_min",
-								"First delay before reconnecting or retrying a rejected entry; doubles each time.",
-								&kairoi_backoff_min_ms, 1, 3600000);
-	define_millisecond_variable("kairoi.backoff_max",
-								"Largest delay before reconnecting or retrying a rejected entry.",
-								&kairoi_backoff_max_ms, 1, 3600000);
-	DefineCustomIntVariable("kairoi.max_attempts",
-							"Answers of ERROR after which an entry moves to kairoi.failed.",
-							NULL, &kairoi_max_attempts, kairoi_max_attempts,
-							1, 1000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	define_int_variable("kairoi.poll_interval",
+						"Safety poll of the outbox when no commit woke the worker.",
+						&kairoi_poll_interval_ms, 100, 3600000, GUC_UNIT_MS);
+	define_int_variable("kairoi.batch_size",
+						"Outbox rows read per query.",
+						&kairoi_batch_size, 1, 10000, 0);
+	define_int_variable("kairoi.window",
+						"Requests in flight at most on the connection.",
+						&kairoi_window, 1, 100000, 0);
+	define_int_variable("kairoi.connect_timeout",
+						"Time allowed to establish a connection.",
+						&kairoi_connect_timeout_ms, 100, 600000, GUC_UNIT_MS);
+	define_int_variable("kairoi.request_timeout",
+						"Time without any response, while requests are in flight, before reconnecting.",
+						&kairoi_request_timeout_ms, 100, 3600000, GUC_UNIT_MS);
+	define_int_variable("kairoi.backoff_min",
+						"First delay before reconnecting or retrying a rejected entry; doubles each time.",
+						&kairoi_backoff_min_ms, 1, 3600000, GUC_UNIT_MS);
+	define_int_variable("kairoi.backoff_max",
+						"Largest delay before reconnecting or retrying a rejected entry.",
+						&kairoi_backoff_max_ms, 1, 3600000, GUC_UNIT_MS);
+	define_int_variable("kairoi.max_attempts",
+						"Answers of ERROR after which an entry moves to kairoi.failed.",
+						&kairoi_max_attempts, 1, 1000, 0);
 	MarkGUCPrefixReserved("kairoi");
 }
 

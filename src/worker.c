@@ -107,12 +107,14 @@ typedef struct Worker
 static void
 publish_state(Worker *w, KairoiWorkerState state)
 {
+	TimestampTz now = GetCurrentTimestamp();	/* not under the spinlock */
+
 	SpinLockAcquire(&kairoi_shared->mutex);
 	kairoi_shared->state = state;
 	kairoi_shared->in_flight = w->n_in_flight;
 	strlcpy(kairoi_shared->server, w->server, KAIROI_SERVER_MAXLEN);
 	if (state == KAIROI_STATE_CONNECTED && kairoi_shared->connected_at == 0)
-		kairoi_shared->connected_at = GetCurrentTimestamp();
+		kairoi_shared->connected_at = now;
 	else if (state != KAIROI_STATE_CONNECTED)
 		kairoi_shared->connected_at = 0;
 	SpinLockRelease(&kairoi_shared->mutex);

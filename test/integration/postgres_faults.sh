@@ -412,42 +412,33 @@ check "e: still without a server restart" "$POSTMASTER" "$(postmaster_pid)"
 # ---------------------------------------------------------------------------
 # f. Fast shutdown while the server stalls
 # ---------------------------------------------------------------------------
-echo "# f. pg_ctl stop -m fast with a stalled server"
-wait_for "worker up" 60 worker_is_up PG "$DB"
-fault stall=true
-check "f: 1000 jobs committed while the server stalls" 1000 "$(schedule f- 1 1000 '2035-01-01 00:00:00')"
-wait_for "requests in flight" 60 in_flight_positive
-T0=$(now_ms)
-if stop_postgres PG fast; then
-	T=$(($(now_ms) - T0))
-	if [ "$T" -lt 10000 ]; then pass "f: fast shutdown completed in $T ms"; else fail "f: fast shutdown took $T ms"; fi
-else
-	fail "f: fast shutdown failed"
-fi
-check "f: shut down cleanly" 1 "$(tail -3 "$PG_DIR/postgres.log" | grep -c 'database system is shut down')"
-$KCTL --port "$SRV_CPORT" kick >/dev/null
-fault stall=false
-start_postgres PG || exit 1
-verify "f: after restart every job on the server with its time" f- 1 1000 '2035-01-01 00:00:00'
-check_outbox_empty f
-
-# smart shutdown waits for client sessions only, never for the worker
-wait_for "worker up" 60 worker_is_up PG "$DB"
-fault stall=true
-check "f: 1000 jobs committed while the server stalls" 1000 "$(schedule f2- 1 1000 '2035-06-01 00:00:00')"
-wait_for "requests in flight" 60 in_flight_positive
-T0=$(now_ms)
-if stop_postgres PG smart; then
-	T=$(($(now_ms) - T0))
-	if [ "$T" -lt 10000 ]; then pass "f: smart shutdown completed in $T ms"; else fail "f: smart shutdown took $T ms"; fi
-else
-	fail "f: smart shutdown failed"
-fi
-$KCTL --port "$SRV_CPORT" kick >/dev/null
-fault stall=false
-start_postgres PG || exit 1
-verify "f: after the smart shutdown every job on the server with its time" f2- 1 1000 '2035-06-01 00:00:00'
-check_outbox_empty "f (smart)"
+echo "# f. pg_ctl stop (fast, then smart) with a stalled server"
+# shutdown_while_stalled MODE PREFIX TIME: stop while requests are in
+# flight to a stalled server, restart, check everything is delivered.
+# A smart shutdown waits for client sessions only, never for the worker.
+shutdown_while_stalled() {
+	local mode=$1 prefix=$2 time=$3 t0 t
+	wait_for "worker up" 60 worker_is_up PG "$DB"
+	fault stall=true
+	check "f: 1000 jobs committed while the server stalls ($mode)" 1000 \
+		"$(schedule "$prefix" 1 1000 "$time")"
+	wait_for "requests in flight" 60 in_flight_positive
+	t0=$(now_ms)
+	if stop_postgres PG "$mode"; then
+		t=$(($(now_ms) - t0))
+		if [ "$t" -lt 10000 ]; then pass "f: $mode shutdown completed in $t ms"; else fail "f: $mode shutdown took $t ms"; fi
+	else
+		fail "f: $mode shutdown failed"
+	fi
+	check "f: shut down cleanly ($mode)" 1 "$(tail -3 "$PG_DIR/postgres.log" | grep -c 'database system is shut down')"
+	$KCTL --port "$SRV_CPORT" kick >/dev/null
+	fault stall=false
+	start_postgres PG || exit 1
+	verify "f: after the $mode shutdown every job on the server with its time" "$prefix" 1 1000 "$time"
+	check_outbox_empty "f ($mode)"
+}
+shutdown_while_stalled fast f- '2035-01-01 00:00:00'
+shutdown_while_stalled smart f2- '2035-06-01 00:00:00'
 
 # ---------------------------------------------------------------------------
 # d. Streaming replica: nothing sent while standby, everything after promotion
