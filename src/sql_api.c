@@ -7,7 +7,8 @@
  *	  wrongly ever reaches the outbox; a rejected call changes nothing.
  *
  *	  This file also owns the commit-time wake-up: a transaction that
- *	  enqueued something sets the worker's latch when it commits.
+ *	  enqueued something tells the worker, when it commits, the lowest seq
+ *	  it wrote, and sets the worker's latch.
  *
  *-------------------------------------------------------------------------
  */
