@@ -51,6 +51,16 @@ CREATE TABLE kairoi.failed (
 );
 CREATE INDEX failed_identifier_idx ON kairoi.failed (kind, identifier);
 
+/*
+ * pg_dump keeps the queue: a restored database delivers what was pending
+ * (at least once: the original may have delivered it too).
+ */
+SELECT pg_catalog.pg_extension_config_dump('kairoi.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('kairoi.failed', '');
+SELECT pg_catalog.pg_extension_config_dump('kairoi.outbox_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('kairoi.outbox_version', '');
+SELECT pg_catalog.pg_extension_config_dump('kairoi.failed_id_seq', '');
+
 REVOKE ALL ON ALL TABLES IN SCHEMA kairoi FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA kairoi FROM PUBLIC;
 
