@@ -24,6 +24,12 @@
 
 #define RECEIVE_CHUNK 8192
 
+/*
+ * The output buffer holds at most kairoi.window requests; once written, a
+ * buffer grown past this is shrunk back to it.
+ */
+#define OUTBUF_RETAIN_BYTES (1024 * 1024)
+
 bool
 kairoi_parse_server(const char *server, char *host, size_t hostlen,
 					char *port, size_t portlen)
@@ -226,6 +232,13 @@ connection_flush(KairoiConnection *conn)
 	}
 	resetStringInfo(&conn->outbuf);
 	conn->outpos = 0;
+
+	/* A burst of large requests must not pin its buffer for good */
+	if (conn->outbuf.maxlen > OUTBUF_RETAIN_BYTES)
+	{
+		conn->outbuf.data = repalloc(conn->outbuf.data, OUTBUF_RETAIN_BYTES);
+		conn->outbuf.maxlen = OUTBUF_RETAIN_BYTES;
+	}
 	return true;
 }
 
