@@ -57,15 +57,40 @@ check_server(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* A reloadable integer GUC; flags is 0 or a unit such as GUC_UNIT_MS */
-static void
-define_int_variable(const char *name, const char *description, int *variable,
-					int min_value, int max_value, int flags)
+/* The integer GUCs, all reloadable; flags is 0 or a unit */
+typedef struct IntVariable
 {
-	DefineCustomIntVariable(name, description, NULL, variable, *variable,
-							min_value, max_value, PGC_SIGHUP, flags,
-							NULL, NULL, NULL);
-}
+	const char *name;
+	const char *description;
+	int		   *variable;
+	int			min_value;
+	int			max_value;
+	int			flags;
+} IntVariable;
+
+static const IntVariable int_variables[] = {
+	{"kairoi.poll_interval",
+		"Safety poll of the outbox when no commit woke the worker.",
+	&kairoi_poll_interval_ms, 100, 3600000, GUC_UNIT_MS},
+	{"kairoi.batch_size", "Outbox rows read per query.",
+	&kairoi_batch_size, 1, 10000, 0},
+	{"kairoi.window", "Requests in flight at most on the connection.",
+	&kairoi_window, 1, 100000, 0},
+	{"kairoi.connect_timeout", "Time allowed to establish a connection.",
+	&kairoi_connect_timeout_ms, 100, 600000, GUC_UNIT_MS},
+	{"kairoi.request_timeout",
+		"Time without any response, while requests are in flight, before reconnecting.",
+	&kairoi_request_timeout_ms, 100, 3600000, GUC_UNIT_MS},
+	{"kairoi.backoff_min",
+		"First delay before reconnecting or retrying a rejected entry; doubles each time.",
+	&kairoi_backoff_min_ms, 1, 3600000, GUC_UNIT_MS},
+	{"kairoi.backoff_max",
+		"Largest delay before reconnecting or retrying a rejected entry.",
+	&kairoi_backoff_max_ms, 1, 3600000, GUC_UNIT_MS},
+	{"kairoi.max_attempts",
+		"Answers of ERROR after which an entry moves to kairoi.failed.",
+	&kairoi_max_attempts, 1, 1000, 0},
+};
 
 static void
 define_variables(void)
@@ -79,30 +104,14 @@ define_variables(void)
 							   "Database whose outbox the worker delivers.",
 							   NULL, &kairoi_database, "postgres", PGC_SIGHUP,
 							   0, NULL, NULL, NULL);
-	define_int_variable("kairoi.poll_interval",
-						"Safety poll of the outbox when no commit woke the worker.",
-						&kairoi_poll_interval_ms, 100, 3600000, GUC_UNIT_MS);
-	define_int_variable("kairoi.batch_size",
-						"Outbox rows read per query.",
-						&kairoi_batch_size, 1, 10000, 0);
-	define_int_variable("kairoi.window",
-						"Requests in flight at most on the connection.",
-						&kairoi_window, 1, 100000, 0);
-	define_int_variable("kairoi.connect_timeout",
-						"Time allowed to establish a connection.",
-						&kairoi_connect_timeout_ms, 100, 600000, GUC_UNIT_MS);
-	define_int_variable("kairoi.request_timeout",
-						"Time without any response, while requests are in flight, before reconnecting.",
-						&kairoi_request_timeout_ms, 100, 3600000, GUC_UNIT_MS);
-	define_int_variable("kairoi.backoff_min",
-						"First delay before reconnecting or retrying a rejected entry; doubles each time.",
-						&kairoi_backoff_min_ms, 1, 3600000, GUC_UNIT_MS);
-	define_int_variable("kairoi.backoff_max",
-						"Largest delay before reconnecting or retrying a rejected entry.",
-						&kairoi_backoff_max_ms, 1, 3600000, GUC_UNIT_MS);
-	define_int_variable("kairoi.max_attempts",
-						"Answers of ERROR after which an entry moves to kairoi.failed.",
-						&kairoi_max_attempts, 1, 1000, 0);
+	for (size_t i = 0; i < lengthof(int_variables); i++)
+	{
+		const IntVariable *v = &int_variables[i];
+
+		DefineCustomIntVariable(v->name, v->description, NULL, v->variable,
+								*v->variable, v->min_value, v->max_value,
+								PGC_SIGHUP, v->flags, NULL, NULL, NULL);
+	}
 	MarkGUCPrefixReserved("kairoi");
 }
 
