@@ -145,17 +145,6 @@ publish_launcher(void)
 	SpinLockRelease(&kairoi_shared->mutex);
 }
 
-static Oid
-paused_database(void)
-{
-	Oid			database;
-
-	SpinLockAcquire(&kairoi_shared->mutex);
-	database = kairoi_shared->paused_database;
-	SpinLockRelease(&kairoi_shared->mutex);
-	return database;
-}
-
 void
 kairoi_launcher_main(Datum main_arg)
 {
@@ -173,6 +162,7 @@ kairoi_launcher_main(Datum main_arg)
 		Oid			database;
 		pid_t		worker_pid;
 		Oid			worker_database;
+		Oid			paused;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -185,6 +175,7 @@ kairoi_launcher_main(Datum main_arg)
 		SpinLockAcquire(&kairoi_shared->mutex);
 		worker_pid = kairoi_shared->worker_pid;
 		worker_database = kairoi_shared->worker_database;
+		paused = kairoi_shared->paused_database;
 		SpinLockRelease(&kairoi_shared->mutex);
 
 		/*
@@ -198,7 +189,7 @@ kairoi_launcher_main(Datum main_arg)
 				(void) kill(worker_pid, SIGTERM);
 		}
 		else if (!worker_starting(handle) && OidIsValid(database) &&
-				 database != paused_database())
+				 database != paused)
 			handle = start_worker(database);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
