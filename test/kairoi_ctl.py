@@ -156,6 +156,17 @@ class Control:
                 time.sleep(0.02)
 
 
+def compare_jobs(expected, jobs):
+    """Compare the committed state {identifier: execution} with the jobs a
+    server holds (same key and value types, str or bytes).  Returns sorted
+    lists: missing identifiers, identifiers with a wrong execution, and
+    unexpected identifiers."""
+    missing = sorted(k for k in expected if k not in jobs)
+    wrong = sorted(k for k in expected if k in jobs and jobs[k] != expected[k])
+    unexpected = sorted(k for k in jobs if k not in expected)
+    return missing, wrong, unexpected
+
+
 def _short(obj, limit=2000):
     s = json.dumps(obj)
     return s if len(s) <= limit else s[:limit] + '...'

@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from kairoi_ctl import Control  # noqa: E402
+from kairoi_ctl import Control, compare_jobs  # noqa: E402
 
 FMT = '%Y-%m-%d %H:%M:%S'
 
@@ -47,17 +47,10 @@ def expected_jobs(args):
 def compare(ctl, exp, prefix):
     state = ctl.state(raw=True)
     jobs = {base64.b64decode(k): base64.b64decode(v) for k, v in state['jobs_b64'].items()}
-    matching = wrong = missing = 0
-    for ident, execution in exp.items():
-        got = jobs.get(ident)
-        if got is None:
-            missing += 1
-        elif got == execution:
-            matching += 1
-        else:
-            wrong += 1
-    extra = sum(1 for k in jobs if k.startswith(prefix) and k not in exp)
-    return matching, wrong, missing, extra
+    # extra jobs count only under the prefix: other scenarios share the server
+    relevant = {k: v for k, v in jobs.items() if k in exp or k.startswith(prefix)}
+    missing, wrong, extra = compare_jobs(exp, relevant)
+    return len(exp) - len(missing) - len(wrong), len(wrong), len(missing), len(extra)
 
 
 def main():

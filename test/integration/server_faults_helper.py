@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from kairoi_ctl import Control  # noqa: E402
+from kairoi_ctl import Control, compare_jobs  # noqa: E402
 
 
 def set_requests(ctl):
@@ -50,9 +50,7 @@ def cmd_verify(ctl, _args):
             return 2
         expected[ident] = when
     jobs = ctl.state()['jobs']
-    missing = sorted(k for k in expected if k not in jobs)
-    wrong = sorted(k for k in expected if k in jobs and jobs[k] != expected[k])
-    extra = sorted(k for k in jobs if k not in expected)
+    missing, wrong, extra = compare_jobs(expected, jobs)
     print('server has %d jobs, %d committed: %d missing, %d with a wrong time, %d unexpected'
           % (len(jobs), len(expected), len(missing), len(wrong), len(extra)))
     for k in missing[:5]:

@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from kairoi_ctl import Control  # noqa: E402
+from kairoi_ctl import Control, compare_jobs  # noqa: E402
 
 
 def main():
@@ -36,9 +36,7 @@ def main():
     jobs = Control(a.host, a.cport, timeout=120).state()['jobs']
     on_server = {k: v for k, v in jobs.items() if k.startswith(a.prefix)}
 
-    missing = sorted(k for k in expected if k not in on_server)
-    wrong = sorted(k for k in expected if k in on_server and on_server[k] != expected[k])
-    unexpected = sorted(k for k in on_server if k not in expected)
+    missing, wrong, unexpected = compare_jobs(expected, on_server)
     print('committed %d, on server %d, missing %d, wrong %d, unexpected %d'
           % (len(expected), len(on_server), len(missing), len(wrong), len(unexpected)))
     for k in missing[:10]:
