@@ -12,7 +12,7 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = kairoi
-DATA = kairoi--1.0.sql
+DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql
 PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
