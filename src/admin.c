@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * admin.c
- *	  Administration functions: kairoi_status(), the worker's state as seen
- *	  from SQL, and kairoi_flush(), which waits until everything committed
- *	  before the call has been acknowledged by the Kairoi server.
+ *	  Administration functions: kairoi_status(), this database's worker as
+ *	  seen from SQL; kairoi_workers(), every database's worker; and
+ *	  kairoi_flush(), which waits until everything committed before the
+ *	  call has been acknowledged by the Kairoi server.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,8 +20,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
-#include "utils/wait_event.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/wait_event.h"
 
 #include "kairoi.h"
 
@@ -31,13 +33,14 @@
 #define FLUSH_RECHECK_INTERVAL_MS 20
 
 PG_FUNCTION_INFO_V1(kairoi_status);
+PG_FUNCTION_INFO_V1(kairoi_workers);
 PG_FUNCTION_INFO_V1(kairoi_flush);
 
-/* The worker as this backend sees it: a copy of shared memory */
+/* A database's worker as this backend sees it: a copy of its slot */
 typedef struct WorkerView
 {
 	bool		loaded;			/* shared memory exists (preloaded) */
-	KairoiShared copy;
+	KairoiDatabaseSlot copy;	/* zeroes if the database has no slot */
 	bool		serves_this_database;
 	const char *state;			/* human-readable */
 } WorkerView;
@@ -49,21 +52,92 @@ state_name(KairoiWorkerState state)
 	{
 		case KAIROI_STATE_STARTING:
 			return "starting";
-		case KAIROI_STATE_NO_EXTENSION:
-			return "idle: extension not installed in its database";
 		case KAIROI_STATE_CONNECTING:
 			return "connecting";
 		case KAIROI_STATE_CONNECTED:
 			return "connected";
 		case KAIROI_STATE_BACKOFF:
 			return "disconnected: waiting to reconnect";
+		case KAIROI_STATE_IDLE:
+			return "idle: connection closed, nothing to deliver";
 	}
 	return "unknown";
+}
+
+static const char *
+blocked_reason(KairoiBlockedReason reason)
+{
+	switch (reason)
+	{
+		case KAIROI_BLOCKED_NO_WORKER_SLOT:
+			return "not running: waiting for a background worker slot (raise max_worker_processes)";
+		case KAIROI_BLOCKED_NO_CONNECTIONS:
+			return "not running: the database does not allow connections";
+		case KAIROI_BLOCKED_PAUSED:
+			return "not running: paused for DROP or RENAME DATABASE";
+		case KAIROI_BLOCKED_NONE:
+			break;
+	}
+	return "not running: starting";
+}
+
+static bool
+all_slots_taken(void)
+{
+	for (int i = 0; i < kairoi_shared->nslots; i++)
+	{
+		KairoiDatabaseSlot *slot = &kairoi_shared->slots[i];
+		bool		taken;
+
+		SpinLockAcquire(&slot->mutex);
+		taken = OidIsValid(slot->database);
+		SpinLockRelease(&slot->mutex);
+		if (!taken)
+			return false;
+	}
+	return true;
+}
+
+/* Why a database with the extension has no slot yet */
+static const char *
+unserved_reason(void)
+{
+	bool		exhausted;
+
+	SpinLockAcquire(&kairoi_shared->mutex);
+	exhausted = kairoi_shared->worker_slots_exhausted;
+	SpinLockRelease(&kairoi_shared->mutex);
+	if (all_slots_taken())
+		return psprintf("not running: kairoi.max_databases (%d) databases are served already",
+						kairoi_max_databases);
+	if (exhausted)
+		return blocked_reason(KAIROI_BLOCKED_NO_WORKER_SLOT);
+	return "not running: the launcher has not started a worker for this database yet";
+}
+
+static void
+copy_slot(KairoiDatabaseSlot *slot, KairoiDatabaseSlot *copy)
+{
+	SpinLockAcquire(&slot->mutex);
+	memcpy(copy, slot, sizeof(KairoiDatabaseSlot));
+	SpinLockRelease(&slot->mutex);
+}
+
+static const char *
+describe_slot(const KairoiDatabaseSlot *copy)
+{
+	if (RecoveryInProgress())
+		return "not running: hot standby (the worker starts on promotion)";
+	if (copy->worker_pid == 0)
+		return blocked_reason(copy->blocked);
+	return state_name(copy->state);
 }
 
 static void
 get_worker_view(WorkerView *view)
 {
+	KairoiDatabaseSlot *slot;
+
 	memset(view, 0, sizeof(*view));
 	view->loaded = (kairoi_shared != NULL);
 	if (!view->loaded)
@@ -72,22 +146,19 @@ get_worker_view(WorkerView *view)
 		return;
 	}
 
-	SpinLockAcquire(&kairoi_shared->mutex);
-	memcpy(&view->copy, kairoi_shared, sizeof(KairoiShared));
-	SpinLockRelease(&kairoi_shared->mutex);
-
-	view->serves_this_database = view->copy.worker_pid != 0 &&
-		view->copy.worker_database == MyDatabaseId;
-	if (RecoveryInProgress())
-		view->state = "not running: hot standby (the worker starts on promotion)";
-	else if (view->copy.worker_pid == 0)
-		view->state = psprintf("not running: waiting for database \"%s\"",
-							   kairoi_database);
-	else if (!view->serves_this_database)
-		view->state = psprintf("not running here: the worker serves database \"%s\"",
-							   kairoi_database);
-	else
-		view->state = state_name(view->copy.state);
+	slot = kairoi_find_slot(MyDatabaseId);
+	if (slot != NULL)
+		copy_slot(slot, &view->copy);
+	if (slot == NULL || view->copy.database != MyDatabaseId)
+	{
+		memset(&view->copy, 0, sizeof(view->copy));
+		view->state = RecoveryInProgress() ?
+			"not running: hot standby (the worker starts on promotion)" :
+			unserved_reason();
+		return;
+	}
+	view->serves_this_database = (view->copy.worker_pid != 0);
+	view->state = describe_slot(&view->copy);
 }
 
 /*
@@ -142,7 +213,8 @@ kairoi_status(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(view.state);
 	values[2] = CStringGetTextDatum(view.serves_this_database ?
 									view.copy.server : kairoi_server);
-	values[3] = DirectFunctionCall1(namein, CStringGetDatum(kairoi_database));
+	values[3] = DirectFunctionCall1(namein,
+									CStringGetDatum(get_database_name(MyDatabaseId)));
 	values[4] = Int32GetDatum(view.copy.in_flight);
 	values[5] = Int64GetDatum((int64) view.copy.acknowledged);
 	values[6] = Int64GetDatum((int64) view.copy.connection_attempts);
@@ -156,6 +228,60 @@ kairoi_status(PG_FUNCTION_ARGS)
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values,
 													  nulls)));
+}
+
+/*
+ * kairoi_workers(): one row per database served, from shared memory only
+ * (no database is read, so a monitoring role can call it anywhere).
+ */
+static void
+add_worker_row(ReturnSetInfo *rsinfo, const KairoiDatabaseSlot *copy)
+{
+	Datum		values[11];
+	bool		nulls[11];
+	const char *datname = NameStr(copy->datname);
+
+	memset(nulls, 0, sizeof(nulls));
+	if (datname[0] == '\0')
+		datname = get_database_name(copy->database);
+	values[0] = DirectFunctionCall1(namein,
+									CStringGetDatum(datname ? datname : "?"));
+	values[1] = Int32GetDatum(copy->worker_pid);
+	nulls[1] = (copy->worker_pid == 0);
+	values[2] = CStringGetTextDatum(describe_slot(copy));
+	values[3] = CStringGetTextDatum(copy->server);
+	nulls[3] = (copy->server[0] == '\0');
+	values[4] = Int32GetDatum(copy->in_flight);
+	values[5] = Int64GetDatum((int64) copy->acknowledged);
+	values[6] = Int64GetDatum((int64) copy->connection_attempts);
+	values[7] = TimestampTzGetDatum(copy->connected_at);
+	nulls[7] = (copy->connected_at == 0);
+	values[8] = CStringGetTextDatum(copy->last_error);
+	nulls[8] = (copy->last_error[0] == '\0');
+	values[9] = TimestampTzGetDatum(copy->last_error_at);
+	nulls[9] = (copy->last_error_at == 0);
+	values[10] = Int64GetDatum(copy->pending);
+	nulls[10] = (copy->pending < 0);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+Datum
+kairoi_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (kairoi_shared == NULL)
+		return (Datum) 0;
+	for (int i = 0; i < kairoi_shared->nslots; i++)
+	{
+		KairoiDatabaseSlot copy;
+
+		copy_slot(&kairoi_shared->slots[i], &copy);
+		if (OidIsValid(copy.database))
+			add_worker_row(rsinfo, &copy);
+	}
+	return (Datum) 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -326,7 +452,7 @@ kairoi_flush(PG_FUNCTION_ARGS)
 			ConditionVariableCancelSleep();
 			report_timeout(timeout_ms, &target);
 		}
-		kairoi_wake_worker();
+		kairoi_wake_worker(MyDatabaseId);
 		(void) ConditionVariableTimedSleep(&kairoi_shared->progress_cv,
 										   Min(remaining_ms, 1000),
 										   PG_WAIT_EXTENSION);

@@ -1,14 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * kairoi.c
- *	  Module entry point: configuration variables, shared memory, and the
- *	  registration of the launcher, the commit callback and the utility
- *	  hook.
+ *	  Module entry point: configuration variables, shared memory and its
+ *	  per-database slots, and the registration of the launcher, the commit
+ *	  callback and the utility hook.
  *
  *	  Loaded through shared_preload_libraries, the module runs the launcher
- *	  and its delivery worker.  Loaded on demand by a backend (no
- *	  preloading), the SQL functions still enqueue; kairoi_status() then
- *	  reports that no worker runs.
+ *	  and one delivery worker per database that has the extension.  Loaded
+ *	  on demand by a backend (no preloading), the SQL functions still
+ *	  enqueue; kairoi_status() then reports that no worker runs.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,15 +28,24 @@
 PG_MODULE_MAGIC;
 
 char	   *kairoi_server = NULL;
-char	   *kairoi_database = NULL;
 int			kairoi_poll_interval_ms = 10000;
 int			kairoi_batch_size = 500;
-int			kairoi_window = 1000;
+int			kairoi_max_in_flight = 1000;
 int			kairoi_connect_timeout_ms = 5000;
 int			kairoi_request_timeout_ms = 30000;
 int			kairoi_backoff_min_ms = 100;
 int			kairoi_backoff_max_ms = 30000;
 int			kairoi_max_attempts = 5;
+int			kairoi_idle_timeout_ms = 60000;
+int			kairoi_max_databases = 64;
+
+/*
+ * Settings of kairoi 1.0 that 1.1 no longer uses.  They stay defined so that
+ * a postgresql.conf written for 1.0 loads without complaint; the launcher
+ * logs once that they are ignored.
+ */
+char	   *kairoi_obsolete_database = NULL;
+int			kairoi_obsolete_window = 0;
 
 KairoiShared *kairoi_shared = NULL;
 
@@ -74,8 +83,8 @@ static const IntVariable int_variables[] = {
 	&kairoi_poll_interval_ms, 100, 3600000, GUC_UNIT_MS},
 	{"kairoi.batch_size", "Outbox rows read per query.",
 	&kairoi_batch_size, 1, 10000, 0},
-	{"kairoi.window", "Requests in flight at most on the connection.",
-	&kairoi_window, 1, 100000, 0},
+	{"kairoi.max_in_flight", "Requests in flight at most on a connection.",
+	&kairoi_max_in_flight, 1, 100000, 0},
 	{"kairoi.connect_timeout", "Time allowed to establish a connection.",
 	&kairoi_connect_timeout_ms, 100, 600000, GUC_UNIT_MS},
 	{"kairoi.request_timeout",
@@ -90,20 +99,41 @@ static const IntVariable int_variables[] = {
 	{"kairoi.max_attempts",
 		"Answers of ERROR after which an entry moves to kairoi.failed.",
 	&kairoi_max_attempts, 1, 1000, 0},
+	{"kairoi.idle_timeout",
+		"Time with nothing to deliver after which a worker closes its connection (0: never).",
+	&kairoi_idle_timeout_ms, 0, 86400000, GUC_UNIT_MS},
 };
+
+static void
+define_obsolete_variables(void)
+{
+	DefineCustomStringVariable("kairoi.database",
+							   "Obsolete since kairoi 1.1 and ignored: every database with the extension is served.",
+							   NULL, &kairoi_obsolete_database, "", PGC_SIGHUP,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("kairoi.window",
+							"Obsolete since kairoi 1.1 and ignored: renamed kairoi.max_in_flight.",
+							NULL, &kairoi_obsolete_window, 0, 0, 100000, PGC_SIGHUP,
+							GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+}
 
 static void
 define_variables(void)
 {
 	DefineCustomStringVariable("kairoi.server",
 							   "Address (host:port) of the Kairoi server.",
-							   "Changing it makes the worker reconnect.",
+							   "A database can override it with ALTER DATABASE ... SET; "
+							   "a change makes the worker reconnect.",
 							   &kairoi_server, "127.0.0.1:5678", PGC_SIGHUP,
 							   0, check_server, NULL, NULL);
-	DefineCustomStringVariable("kairoi.database",
-							   "Database whose outbox the worker delivers.",
-							   NULL, &kairoi_database, "postgres", PGC_SIGHUP,
-							   0, NULL, NULL, NULL);
+	DefineCustomIntVariable("kairoi.max_databases",
+							"Databases with the extension that the launcher can serve.",
+							"Sizes a shared-memory array; each served database also takes "
+							"one of max_worker_processes.",
+							&kairoi_max_databases, 64, 1, 10000, PGC_POSTMASTER,
+							0, NULL, NULL, NULL);
 	for (size_t i = 0; i < lengthof(int_variables); i++)
 	{
 		const IntVariable *v = &int_variables[i];
@@ -112,7 +142,15 @@ define_variables(void)
 								*v->variable, v->min_value, v->max_value,
 								PGC_SIGHUP, v->flags, NULL, NULL, NULL);
 	}
+	define_obsolete_variables();
 	MarkGUCPrefixReserved("kairoi");
+}
+
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(KairoiShared, slots),
+					mul_size(kairoi_max_databases, sizeof(KairoiDatabaseSlot)));
 }
 
 static void
@@ -120,7 +158,7 @@ kairoi_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(KairoiShared)));
+	RequestAddinShmemSpace(MAXALIGN(shared_size()));
 }
 
 static void
@@ -132,13 +170,15 @@ kairoi_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	kairoi_shared = ShmemInitStruct("kairoi", sizeof(KairoiShared), &found);
+	kairoi_shared = ShmemInitStruct("kairoi", shared_size(), &found);
 	if (!found)
 	{
-		memset(kairoi_shared, 0, sizeof(KairoiShared));
+		memset(kairoi_shared, 0, shared_size());
 		SpinLockInit(&kairoi_shared->mutex);
-		kairoi_shared->rescan_from_seq = PG_INT64_MAX;
 		ConditionVariableInit(&kairoi_shared->progress_cv);
+		kairoi_shared->nslots = kairoi_max_databases;
+		for (int i = 0; i < kairoi_shared->nslots; i++)
+			SpinLockInit(&kairoi_shared->slots[i].mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -160,57 +200,245 @@ _PG_init(void)
 	kairoi_register_launcher();
 }
 
+/* ---------------------------------------------------------------------
+ * Database slots
+ * ---------------------------------------------------------------------
+ */
+
+/* The slot of database, or NULL if it has none */
+KairoiDatabaseSlot *
+kairoi_find_slot(Oid database)
+{
+	if (kairoi_shared == NULL || !OidIsValid(database))
+		return NULL;
+	for (int i = 0; i < kairoi_shared->nslots; i++)
+	{
+		KairoiDatabaseSlot *slot = &kairoi_shared->slots[i];
+		bool		match;
+
+		SpinLockAcquire(&slot->mutex);
+		match = (slot->database == database);
+		SpinLockRelease(&slot->mutex);
+		if (match)
+			return slot;
+	}
+	return NULL;
+}
+
+static void
+init_slot(KairoiDatabaseSlot *slot, Oid database)
+{
+	slot->database = database;
+	MemSet(&slot->datname, 0, sizeof(NameData));
+	slot->worker_pid = 0;
+	slot->worker_latch = NULL;
+	slot->wants_wakeup = false;
+	slot->restart_requested = false;
+	slot->paused = 0;
+	slot->blocked = KAIROI_BLOCKED_NONE;
+	slot->rescan_from_seq = PG_INT64_MAX;
+	slot->state = KAIROI_STATE_STARTING;
+	slot->server[0] = '\0';
+	slot->last_error[0] = '\0';
+	slot->last_error_at = 0;
+	slot->connected_at = 0;
+	slot->in_flight = 0;
+	slot->acknowledged = 0;
+	slot->connection_attempts = 0;
+	slot->pending = -1;
+}
+
+/*
+ * The slot of database, claimed now if it had none.  NULL if every slot is
+ * taken (kairoi.max_databases).  Claimers serialise on the shared mutex, so
+ * a database never gets two slots.
+ */
+KairoiDatabaseSlot *
+kairoi_claim_slot(Oid database)
+{
+	KairoiDatabaseSlot *slot;
+	KairoiDatabaseSlot *free_slot = NULL;
+
+	SpinLockAcquire(&kairoi_shared->mutex);
+	slot = kairoi_find_slot(database);
+	for (int i = 0; slot == NULL && free_slot == NULL &&
+		 i < kairoi_shared->nslots; i++)
+	{
+		KairoiDatabaseSlot *candidate = &kairoi_shared->slots[i];
+
+		SpinLockAcquire(&candidate->mutex);
+		if (!OidIsValid(candidate->database))
+		{
+			init_slot(candidate, database);
+			free_slot = candidate;
+		}
+		SpinLockRelease(&candidate->mutex);
+	}
+	SpinLockRelease(&kairoi_shared->mutex);
+	return slot ? slot : free_slot;
+}
+
+/* Free a slot; with only_if_quiet, not if a commit announced itself */
+static bool
+release_slot(KairoiDatabaseSlot *slot, bool only_if_quiet)
+{
+	bool		released;
+
+	SpinLockAcquire(&kairoi_shared->mutex);
+	SpinLockAcquire(&slot->mutex);
+	released = !only_if_quiet || slot->rescan_from_seq == PG_INT64_MAX;
+	if (released)
+	{
+		slot->database = InvalidOid;
+		slot->worker_pid = 0;
+		slot->worker_latch = NULL;
+	}
+	SpinLockRelease(&slot->mutex);
+	SpinLockRelease(&kairoi_shared->mutex);
+	return released;
+}
+
+/* The launcher: the slot's database is gone */
 void
-kairoi_wake_worker(void)
+kairoi_release_slot(KairoiDatabaseSlot *slot)
+{
+	(void) release_slot(slot, false);
+}
+
+/*
+ * Release a slot whose database was found without the extension, unless a
+ * commit announced itself there since the caller last took the rescan
+ * request (CREATE EXTENSION may have run again meanwhile).
+ */
+bool
+kairoi_release_slot_if_quiet(KairoiDatabaseSlot *slot)
+{
+	return release_slot(slot, true);
+}
+
+void
+kairoi_wake_launcher(void)
 {
 	Latch	   *latch;
 
 	if (kairoi_shared == NULL)
 		return;
 	SpinLockAcquire(&kairoi_shared->mutex);
-	latch = kairoi_shared->worker_latch;
+	latch = kairoi_shared->launcher_latch;
 	SpinLockRelease(&kairoi_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
 }
 
+/* Set the latch of database's worker, whether it asked for it or not */
+void
+kairoi_wake_worker(Oid database)
+{
+	KairoiDatabaseSlot *slot = kairoi_find_slot(database);
+	Latch	   *latch = NULL;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == database)
+		latch = slot->worker_latch;
+	SpinLockRelease(&slot->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
 /*
- * Tell the worker that rows from from_seq on became visible: its fetch
- * cursor may already be past them (a transaction that took its seq early
- * committed late, or replaced a row the worker had skipped).
+ * Make database's worker exit so that the launcher starts a new one, which
+ * reads the database's settings and extension afresh.
  */
 void
-kairoi_request_rescan(int64 from_seq)
+kairoi_request_restart(Oid database)
 {
+	KairoiDatabaseSlot *slot = kairoi_find_slot(database);
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == database)
+		slot->restart_requested = true;
+	SpinLockRelease(&slot->mutex);
+	kairoi_wake_worker(database);
+}
+
+/*
+ * A transaction of this database that enqueued something committed: rows
+ * from from_seq on became visible, and the worker's fetch cursor may
+ * already be past them (a transaction that took its seq early committed
+ * late, or replaced a row the worker had skipped).  The worker's latch is
+ * set only if it sleeps waiting for commits: a burst of commits wakes it
+ * once, and a worker in backoff is not woken at all (it reads the whole
+ * outbox when it reconnects).  A database without a slot gets one, and the
+ * launcher starts its worker.
+ */
+static bool
+note_commit(KairoiDatabaseSlot *slot, int64 from_seq, Latch **latch)
+{
+	bool		found;
+
+	SpinLockAcquire(&slot->mutex);
+	found = (slot->database == MyDatabaseId);
+	if (found)
+	{
+		slot->rescan_from_seq = Min(slot->rescan_from_seq, from_seq);
+		if (slot->wants_wakeup)
+		{
+			slot->wants_wakeup = false;
+			*latch = slot->worker_latch;
+		}
+	}
+	SpinLockRelease(&slot->mutex);
+	return found;
+}
+
+void
+kairoi_announce_commit(int64 from_seq)
+{
+	static KairoiDatabaseSlot *slot = NULL; /* this database's, cached */
+	Latch	   *latch = NULL;
+	bool		found = false;
+
 	if (kairoi_shared == NULL)
 		return;
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->rescan_from_seq = Min(kairoi_shared->rescan_from_seq,
-										 from_seq);
-	SpinLockRelease(&kairoi_shared->mutex);
-	kairoi_wake_worker();
+	if (slot == NULL)
+		slot = kairoi_find_slot(MyDatabaseId);
+	if (slot != NULL)
+		found = note_commit(slot, from_seq, &latch);
+	if (!found)
+	{
+		slot = kairoi_claim_slot(MyDatabaseId);
+		kairoi_wake_launcher();
+		if (slot != NULL)
+			(void) note_commit(slot, from_seq, &latch);
+	}
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /* The worker: lowest seq to read again (INT64_MAX if none), and reset it */
 int64
-kairoi_take_rescan_request(void)
+kairoi_take_rescan_request(KairoiDatabaseSlot *slot)
 {
 	int64		from_seq;
 
-	SpinLockAcquire(&kairoi_shared->mutex);
-	from_seq = kairoi_shared->rescan_from_seq;
-	kairoi_shared->rescan_from_seq = PG_INT64_MAX;
-	SpinLockRelease(&kairoi_shared->mutex);
+	SpinLockAcquire(&slot->mutex);
+	from_seq = slot->rescan_from_seq;
+	slot->rescan_from_seq = PG_INT64_MAX;
+	SpinLockRelease(&slot->mutex);
 	return from_seq;
 }
 
 void
-kairoi_set_last_error(const char *message)
+kairoi_set_last_error(KairoiDatabaseSlot *slot, const char *message)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	SpinLockAcquire(&kairoi_shared->mutex);
-	strlcpy(kairoi_shared->last_error, message, KAIROI_ERROR_MAXLEN);
-	kairoi_shared->last_error_at = now;
-	SpinLockRelease(&kairoi_shared->mutex);
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->last_error, message, KAIROI_ERROR_MAXLEN);
+	slot->last_error_at = now;
+	SpinLockRelease(&slot->mutex);
 }

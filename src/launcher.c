@@ -1,20 +1,41 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The launcher and the delivery worker's life cycle.
+ *	  The launcher, and the life cycle of the delivery workers.
  *
  *	  The launcher is a static background worker connected to no database
- *	  (shared catalogs only).  It waits quietly until the database named by
- *	  kairoi.database exists, starts the delivery worker for it as a dynamic
- *	  background worker, restarts it if it exits, and replaces it when
- *	  kairoi.database changes.  Being registered for
- *	  BgWorkerStart_RecoveryFinished, it never runs on a hot standby: the
- *	  postmaster starts it on promotion, and the worker then delivers what
- *	  the replicated outbox holds.
+ *	  (shared catalogs only).  It keeps one delivery worker running for each
+ *	  database that has the extension, with no configuration:
  *
- *	  This file also owns the utility hook that stops the worker before
- *	  DROP DATABASE or ALTER DATABASE RENAME of its database, which would
- *	  otherwise fail while the worker is connected.
+ *	  - It scans pg_database (a heap scan of a shared catalog: no connection
+ *	    to any database) when woken and every kairoi.poll_interval.  A
+ *	    database it has never seen gets one probe: a delivery worker that
+ *	    connects, finds the extension absent and exits at once, or finds it
+ *	    and stays.  So databases without the extension cost one short
+ *	    connection each when the launcher starts (or first sees them), then
+ *	    nothing but their row in that scan.
+ *	  - A database with a slot in shared memory (kairoi.h) has the
+ *	    extension: CREATE EXTENSION claims the slot at commit and wakes the
+ *	    launcher, which starts the worker at once.  A worker that finds the
+ *	    extension gone releases the slot and exits.
+ *	  - Templates and databases that do not allow connections are not
+ *	    served (a connection to a template would block CREATE DATABASE);
+ *	    a database created from a template with the extension is probed
+ *	    when the launcher sees it.
+ *	  - When RegisterDynamicBackgroundWorker finds no free slot of
+ *	    max_worker_processes, the launcher logs one line per database,
+ *	    publishes why, and retries every second.
+ *
+ *	  Being registered for BgWorkerStart_RecoveryFinished, the launcher never
+ *	  runs on a hot standby: the postmaster starts it on promotion, and the
+ *	  workers then deliver what the replicated outboxes hold.
+ *
+ *	  This file also owns the utility hook.  It stops a database's worker
+ *	  before DROP DATABASE or ALTER DATABASE RENAME (which need the database
+ *	  to themselves), and notes the statements the launcher or a worker must
+ *	  react to at commit: CREATE and ALTER DATABASE, ALTER DATABASE SET
+ *	  (the worker restarts to read its new settings, kairoi.server among
+ *	  them), and DROP or ALTER EXTENSION kairoi.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,15 +59,51 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/wait_event.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "kairoi.h"
 
 /* How long DROP DATABASE waits for the worker to exit */
 #define WORKER_STOP_TIMEOUT_MS 10000
 
+/* Retry interval while a worker waits for a free max_worker_processes slot */
+#define WORKER_SLOT_RETRY_MS 1000
+
+/* A worker that exits is not restarted sooner than this after its start */
+#define MIN_RESTART_INTERVAL_MS 1000
+
+/* Probes running at once: each takes a max_worker_processes slot */
+#define MAX_CONCURRENT_PROBES 2
+
+/* What the launcher knows of one database (local memory, keyed by OID) */
+typedef struct DatabaseEntry
+{
+	Oid			database;		/* hash key */
+	NameData	name;
+	bool		seen;			/* in the latest scan of pg_database */
+	bool		connectable;	/* allows connections and is not a template */
+	bool		probed;			/* a worker found no extension there */
+	BackgroundWorkerHandle *handle; /* worker this launcher started */
+	bool		is_probe;		/* handle is a probe (no slot yet) */
+	TimestampTz last_start;
+	bool		logged_no_worker_slot;
+	bool		logged_no_connections;
+} DatabaseEntry;
+
+/* One pass over the databases: what to do before the next wait */
+typedef struct LauncherPass
+{
+	int			probes_running;
+	bool		retry_soon;		/* something waits for a worker slot */
+} LauncherPass;
+
+static HTAB *databases = NULL;
 static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 static void
@@ -73,37 +130,67 @@ kairoi_register_launcher(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
-static BackgroundWorkerHandle *
-start_worker(Oid database)
-{
-	BackgroundWorker bgw;
-	BackgroundWorkerHandle *handle;
+/* ---------------------------------------------------------------------
+ * What the launcher knows of the databases
+ * ---------------------------------------------------------------------
+ */
 
-	fill_worker_entry(&bgw, "kairoi_worker_main", "kairoi worker");
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	bgw.bgw_main_arg = ObjectIdGetDatum(database);
-	bgw.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+static DatabaseEntry *
+enter_database(Oid database)
+{
+	bool		found;
+	DatabaseEntry *entry = hash_search(databases, &database, HASH_ENTER,
+									   &found);
+
+	if (!found)
 	{
-		ereport(LOG,
-				(errmsg("kairoi: could not start the delivery worker"),
-				 errhint("Raise max_worker_processes; the launcher retries after kairoi.poll_interval.")));
-		return NULL;
+		MemSet(&entry->name, 0, sizeof(NameData));
+		entry->seen = true;
+		entry->connectable = true;
+		entry->probed = false;
+		entry->handle = NULL;
+		entry->is_probe = false;
+		entry->last_start = 0;
+		entry->logged_no_worker_slot = false;
+		entry->logged_no_connections = false;
 	}
-	return handle;
+	return entry;
+}
+
+static void
+note_scanned_database(Form_pg_database form)
+{
+	DatabaseEntry *entry = enter_database(form->oid);
+	bool		connectable = form->datallowconn && !form->datistemplate &&
+		!database_is_invalid_form(form);
+
+	/* A database that starts allowing connections is probed again */
+	if (connectable && !entry->connectable)
+	{
+		entry->probed = false;
+		entry->logged_no_connections = false;
+	}
+	entry->connectable = connectable;
+	namestrcpy(&entry->name, NameStr(form->datname));
+	entry->seen = true;
 }
 
 /*
- * The database's OID, or InvalidOid.  Connected to no database, the
- * launcher can only scan pg_database itself: its indexes are not usable.
+ * Read pg_database into the table.  Connected to no database, the launcher
+ * can only scan it sequentially: its indexes are not usable.
  */
-static Oid
-lookup_database(const char *name)
+static void
+scan_databases(void)
 {
-	Oid			database = InvalidOid;
+	HASH_SEQ_STATUS status;
+	DatabaseEntry *entry;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tuple;
+
+	hash_seq_init(&status, databases);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->seen = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -111,30 +198,239 @@ lookup_database(const char *name)
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Form_pg_database form = (Form_pg_database) GETSTRUCT(tuple);
-
-		if (strcmp(NameStr(form->datname), name) == 0)
-		{
-			database = form->oid;
-			break;
-		}
-	}
+		note_scanned_database((Form_pg_database) GETSTRUCT(tuple));
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	return database;
 }
 
+/* A database that is gone: release its slot and forget it */
+static void
+forget_database(DatabaseEntry *entry)
+{
+	KairoiDatabaseSlot *slot = kairoi_find_slot(entry->database);
+
+	if (slot != NULL)
+		kairoi_release_slot(slot);
+	if (entry->handle != NULL)
+		pfree(entry->handle);
+	hash_search(databases, &entry->database, HASH_REMOVE, NULL);
+}
+
+/*
+ * Forget the databases the latest scan did not see, then enter those that
+ * have a slot but were not scanned (claimed since): the next scan confirms
+ * them or, if the database is gone already, forgets them in turn.
+ */
+static void
+reconcile_with_slots(void)
+{
+	HASH_SEQ_STATUS status;
+	DatabaseEntry *entry;
+
+	hash_seq_init(&status, databases);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (!entry->seen)
+			forget_database(entry);
+	}
+	for (int i = 0; i < kairoi_shared->nslots; i++)
+	{
+		KairoiDatabaseSlot *slot = &kairoi_shared->slots[i];
+		Oid			database;
+
+		SpinLockAcquire(&slot->mutex);
+		database = slot->database;
+		SpinLockRelease(&slot->mutex);
+		if (OidIsValid(database))
+			(void) enter_database(database);
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Starting workers
+ * ---------------------------------------------------------------------
+ */
+
+static void
+set_blocked(KairoiDatabaseSlot *slot, Oid database, KairoiBlockedReason reason)
+{
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == database)
+		slot->blocked = reason;
+	SpinLockRelease(&slot->mutex);
+}
+
+static void
+set_worker_slots_exhausted(bool exhausted)
+{
+	SpinLockAcquire(&kairoi_shared->mutex);
+	kairoi_shared->worker_slots_exhausted = exhausted;
+	SpinLockRelease(&kairoi_shared->mutex);
+}
+
+/*
+ * Start a delivery worker for the database (a probe if it has no slot yet).
+ * False, with one LOG line per database, if max_worker_processes has no
+ * free slot.
+ */
 static bool
-worker_starting(BackgroundWorkerHandle *handle)
+launch_worker(DatabaseEntry *entry, KairoiDatabaseSlot *slot)
+{
+	BackgroundWorker bgw;
+
+	fill_worker_entry(&bgw, "kairoi_worker_main", "kairoi worker");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "kairoi worker for database %s",
+			 NameStr(entry->name));
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_main_arg = ObjectIdGetDatum(entry->database);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	if (RegisterDynamicBackgroundWorker(&bgw, &entry->handle))
+	{
+		entry->is_probe = (slot == NULL);
+		entry->last_start = GetCurrentTimestamp();
+		entry->logged_no_worker_slot = false;
+		set_worker_slots_exhausted(false);
+		set_blocked(slot, entry->database, KAIROI_BLOCKED_NONE);
+		return true;
+	}
+
+	entry->handle = NULL;
+	set_worker_slots_exhausted(true);
+	set_blocked(slot, entry->database, KAIROI_BLOCKED_NO_WORKER_SLOT);
+	if (!entry->logged_no_worker_slot)
+		ereport(LOG,
+				(errmsg("kairoi: no background worker slot is free for database \"%s\"",
+						NameStr(entry->name)),
+				 errdetail("All %d slots of max_worker_processes are in use.",
+						   max_worker_processes),
+				 errhint("Raise max_worker_processes (one per database with the kairoi extension, one for the launcher, plus what other features use) and restart PostgreSQL. Meanwhile the launcher retries every second.")));
+	entry->logged_no_worker_slot = true;
+	return false;
+}
+
+/*
+ * Is the worker this launcher started still running?  Forgets its handle
+ * once it has stopped; *stopped says that it stopped just now.
+ */
+static bool
+worker_running(DatabaseEntry *entry, bool *stopped)
 {
 	pid_t		pid;
 
-	return handle != NULL &&
-		GetBackgroundWorkerPid(handle, &pid) != BGWH_STOPPED;
+	*stopped = false;
+	if (entry->handle == NULL)
+		return false;
+	if (GetBackgroundWorkerPid(entry->handle, &pid) != BGWH_STOPPED)
+		return true;
+	pfree(entry->handle);
+	entry->handle = NULL;
+	*stopped = true;
+	return false;
 }
+
+/* A database without a slot: probe it once, unless there is no point */
+static void
+serve_unclaimed_database(DatabaseEntry *entry, bool running, bool stopped,
+						 LauncherPass *pass)
+{
+	/* A worker that stopped without claiming a slot found no extension */
+	if (stopped)
+		entry->probed = true;
+	if (running)
+	{
+		if (entry->is_probe)
+			pass->probes_running++;
+		return;
+	}
+	if (!entry->connectable || entry->probed)
+		return;
+	if (pass->probes_running >= MAX_CONCURRENT_PROBES)
+	{
+		pass->retry_soon = true;
+		return;
+	}
+	if (launch_worker(entry, NULL))
+		pass->probes_running++;
+	else
+		pass->retry_soon = true;
+}
+
+/* Stop the worker of a database that no longer allows connections */
+static void
+hold_back_unconnectable(DatabaseEntry *entry, KairoiDatabaseSlot *slot,
+						pid_t worker_pid)
+{
+	set_blocked(slot, entry->database, KAIROI_BLOCKED_NO_CONNECTIONS);
+	if (worker_pid != 0)
+		(void) kill(worker_pid, SIGTERM);
+	if (!entry->logged_no_connections)
+		ereport(LOG,
+				(errmsg("kairoi: database \"%s\" does not allow connections or is a template; its outbox is not delivered",
+						NameStr(entry->name)),
+				 errhint("Delivery resumes when the database allows connections again (ALTER DATABASE ... WITH ALLOW_CONNECTIONS true).")));
+	entry->logged_no_connections = true;
+}
+
+static void
+serve_database(DatabaseEntry *entry, LauncherPass *pass)
+{
+	KairoiDatabaseSlot *slot = kairoi_find_slot(entry->database);
+	bool		stopped;
+	bool		running = worker_running(entry, &stopped);
+	pid_t		worker_pid = 0;
+	int			paused = 0;
+
+	if (slot == NULL)
+	{
+		serve_unclaimed_database(entry, running, stopped, pass);
+		return;
+	}
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == entry->database)
+	{
+		worker_pid = slot->worker_pid;
+		paused = slot->paused;
+	}
+	SpinLockRelease(&slot->mutex);
+
+	if (!entry->connectable)
+	{
+		hold_back_unconnectable(entry, slot, worker_pid);
+		return;
+	}
+	entry->logged_no_connections = false;
+	if (paused > 0)
+	{
+		set_blocked(slot, entry->database, KAIROI_BLOCKED_PAUSED);
+		return;
+	}
+	/*
+	 * A worker is known from its slot, which also covers one that an
+	 * earlier incarnation of the launcher started; the handle covers one
+	 * that is starting and has not published itself yet.
+	 */
+	if (worker_pid != 0 || running)
+		return;
+	if (!TimestampDifferenceExceeds(entry->last_start, GetCurrentTimestamp(),
+									MIN_RESTART_INTERVAL_MS))
+	{
+		pass->retry_soon = true;
+		return;
+	}
+	if (!launch_worker(entry, slot))
+		pass->retry_soon = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Main loop
+ * ---------------------------------------------------------------------
+ */
 
 static void
 publish_launcher(void)
@@ -145,55 +441,70 @@ publish_launcher(void)
 	SpinLockRelease(&kairoi_shared->mutex);
 }
 
+/* One LOG line per load of a postgresql.conf still written for 1.0 */
+static void
+log_obsolete_settings(void)
+{
+	if (kairoi_obsolete_database != NULL && kairoi_obsolete_database[0] != '\0')
+		ereport(LOG,
+				(errmsg("kairoi: kairoi.database is ignored since kairoi 1.1"),
+				 errdetail("Every database that has the kairoi extension is delivered."),
+				 errhint("Remove kairoi.database from the configuration.")));
+	if (kairoi_obsolete_window != 0)
+		ereport(LOG,
+				(errmsg("kairoi: kairoi.window is ignored since kairoi 1.1"),
+				 errdetail("It was renamed kairoi.max_in_flight, which is %d.",
+						   kairoi_max_in_flight),
+				 errhint("Set kairoi.max_in_flight instead.")));
+}
+
+static void
+create_database_table(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(DatabaseEntry);
+	ctl.hcxt = TopMemoryContext;
+	databases = hash_create("kairoi launcher databases", 256, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 void
 kairoi_launcher_main(Datum main_arg)
 {
-	BackgroundWorkerHandle *handle = NULL;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("kairoi launcher");
 	publish_launcher();
+	create_database_table();
+	log_obsolete_settings();
 
 	while (!ShutdownRequestPending)
 	{
-		Oid			database;
-		pid_t		worker_pid;
-		Oid			worker_database;
-		Oid			paused;
+		LauncherPass pass = {0, false};
+		HASH_SEQ_STATUS status;
+		DatabaseEntry *entry;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			log_obsolete_settings();
 		}
 
-		database = lookup_database(kairoi_database);
-		SpinLockAcquire(&kairoi_shared->mutex);
-		worker_pid = kairoi_shared->worker_pid;
-		worker_database = kairoi_shared->worker_database;
-		paused = kairoi_shared->paused_database;
-		SpinLockRelease(&kairoi_shared->mutex);
-
-		/*
-		 * A worker is known from shared memory, which also covers one that
-		 * an earlier incarnation of the launcher started; the handle covers
-		 * one that is starting and has not published itself yet.
-		 */
-		if (worker_pid != 0)
-		{
-			if (worker_database != database)
-				(void) kill(worker_pid, SIGTERM);
-		}
-		else if (!worker_starting(handle) && OidIsValid(database) &&
-				 database != paused)
-			handle = start_worker(database);
+		scan_databases();
+		reconcile_with_slots();
+		hash_seq_init(&status, databases);
+		while ((entry = hash_seq_search(&status)) != NULL)
+			serve_database(entry, &pass);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 kairoi_poll_interval_ms, PG_WAIT_EXTENSION);
+						 pass.retry_soon ? WORKER_SLOT_RETRY_MS : kairoi_poll_interval_ms,
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 
@@ -206,21 +517,25 @@ kairoi_launcher_main(Datum main_arg)
 }
 
 /* ---------------------------------------------------------------------
- * Keeping the worker out of the way of DROP / RENAME DATABASE
+ * Utility hook: keeping workers out of the way of DDL, and noting the
+ * statements the launcher and the workers react to
  * ---------------------------------------------------------------------
  */
 
+/* Change the pause count of database's slot, if it has one */
 static void
-set_paused_database(Oid database)
+pause_database(Oid database, int delta)
 {
-	Latch	   *launcher_latch;
+	KairoiDatabaseSlot *slot = kairoi_find_slot(database);
 
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->paused_database = database;
-	launcher_latch = kairoi_shared->launcher_latch;
-	SpinLockRelease(&kairoi_shared->mutex);
-	if (!OidIsValid(database) && launcher_latch != NULL)
-		SetLatch(launcher_latch);
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == database)
+		slot->paused = Max(0, slot->paused + delta);
+	SpinLockRelease(&slot->mutex);
+	if (delta < 0)
+		kairoi_wake_launcher();
 }
 
 /* Ask the worker serving database to exit, and wait until it has */
@@ -233,12 +548,16 @@ stop_worker_for(Oid database)
 	ConditionVariablePrepareToSleep(&kairoi_shared->progress_cv);
 	for (;;)
 	{
-		pid_t		pid;
+		KairoiDatabaseSlot *slot = kairoi_find_slot(database);
+		pid_t		pid = 0;
 
-		SpinLockAcquire(&kairoi_shared->mutex);
-		pid = (kairoi_shared->worker_database == database) ?
-			kairoi_shared->worker_pid : 0;
-		SpinLockRelease(&kairoi_shared->mutex);
+		if (slot != NULL)
+		{
+			SpinLockAcquire(&slot->mutex);
+			if (slot->database == database)
+				pid = slot->worker_pid;
+			SpinLockRelease(&slot->mutex);
+		}
 		if (pid == 0 || GetCurrentTimestamp() >= deadline)
 			break;
 		(void) kill(pid, SIGTERM);
@@ -246,6 +565,21 @@ stop_worker_for(Oid database)
 										   PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
+}
+
+static bool
+moves_tablespace(AlterDatabaseStmt *stmt)
+{
+	ListCell   *cell;
+
+	foreach(cell, stmt->options)
+	{
+		DefElem    *option = lfirst_node(DefElem, cell);
+
+		if (strcmp(option->defname, "tablespace") == 0)
+			return true;
+	}
+	return false;
 }
 
 /* The database a utility statement needs exclusive use of, if any */
@@ -257,7 +591,59 @@ database_needing_exclusive_use(Node *statement)
 	if (IsA(statement, RenameStmt) &&
 		((RenameStmt *) statement)->renameType == OBJECT_DATABASE)
 		return ((RenameStmt *) statement)->subname;
+	if (IsA(statement, AlterDatabaseStmt) &&
+		moves_tablespace((AlterDatabaseStmt *) statement))
+		return ((AlterDatabaseStmt *) statement)->dbname;
 	return NULL;
+}
+
+static bool
+names_kairoi_extension(DropStmt *stmt)
+{
+	ListCell   *cell;
+
+	if (stmt->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(cell, stmt->objects)
+	{
+		if (strcmp(strVal(lfirst(cell)), "kairoi") == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * After a statement succeeded: note what the launcher (new or changed
+ * databases) or a worker (new settings, extension dropped or updated) must
+ * see once the transaction commits.
+ */
+static void
+note_statement_for_commit(Node *statement)
+{
+	switch (nodeTag(statement))
+	{
+		case T_CreatedbStmt:
+			kairoi_note_database_change(InvalidOid, false);
+			break;
+		case T_AlterDatabaseStmt:
+			kairoi_note_database_change(get_database_oid(((AlterDatabaseStmt *) statement)->dbname, true),
+										false);
+			break;
+		case T_AlterDatabaseSetStmt:
+			kairoi_note_database_change(get_database_oid(((AlterDatabaseSetStmt *) statement)->dbname, true),
+										true);
+			break;
+		case T_DropStmt:
+			if (names_kairoi_extension((DropStmt *) statement))
+				kairoi_note_database_change(MyDatabaseId, true);
+			break;
+		case T_AlterExtensionStmt:
+			if (strcmp(((AlterExtensionStmt *) statement)->extname, "kairoi") == 0)
+				kairoi_note_database_change(MyDatabaseId, true);
+			break;
+		default:
+			break;
+	}
 }
 
 static void
@@ -271,36 +657,51 @@ next_process_utility(PlannedStmt *pstmt, const char *queryString,
 								 context, params, queryEnv, dest, qc);
 }
 
+/* Run a statement that needs database to itself, its worker stopped */
+static void
+process_utility_with_worker_stopped(Oid database, PlannedStmt *pstmt,
+									const char *queryString,
+									bool readOnlyTree,
+									ProcessUtilityContext context,
+									ParamListInfo params,
+									QueryEnvironment *queryEnv,
+									DestReceiver *dest, QueryCompletion *qc)
+{
+	pause_database(database, 1);
+	PG_TRY();
+	{
+		stop_worker_for(database);
+		next_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		pause_database(database, -1);
+	}
+	PG_END_TRY();
+}
+
 static void
 kairoi_process_utility(PlannedStmt *pstmt, const char *queryString,
 					   bool readOnlyTree, ProcessUtilityContext context,
 					   ParamListInfo params, QueryEnvironment *queryEnv,
 					   DestReceiver *dest, QueryCompletion *qc)
 {
-	const char *dbname = database_needing_exclusive_use(pstmt->utilityStmt);
+	Node	   *statement = pstmt->utilityStmt;
+	const char *dbname = database_needing_exclusive_use(statement);
 	Oid			database = InvalidOid;
 
 	if (dbname != NULL)
 		database = get_database_oid(dbname, true);
 
 	if (OidIsValid(database))
-	{
-		set_paused_database(database);
-		PG_TRY();
-		{
-			stop_worker_for(database);
-			next_process_utility(pstmt, queryString, readOnlyTree, context,
-								 params, queryEnv, dest, qc);
-		}
-		PG_FINALLY();
-		{
-			set_paused_database(InvalidOid);
-		}
-		PG_END_TRY();
-	}
+		process_utility_with_worker_stopped(database, pstmt, queryString,
+											readOnlyTree, context, params,
+											queryEnv, dest, qc);
 	else
 		next_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
+	note_statement_for_commit(statement);
 }
 
 void

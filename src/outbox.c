@@ -288,3 +288,37 @@ outbox_extension_exists(void)
 {
 	return OidIsValid(get_extension_oid("kairoi", true));
 }
+
+/* Run a read-only one-value query prepared once */
+static Datum
+query_single_value(SPIPlanPtr *plan, const char *sql)
+{
+	Datum		value;
+	bool		isnull;
+
+	SPI_connect();
+	prepare_once(plan, sql, 0, NULL);
+	execute_expecting(*plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						  &isnull);
+	SPI_finish();
+	return value;				/* a pass-by-value bool or int8 */
+}
+
+bool
+outbox_has_entries(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return DatumGetBool(query_single_value(&plan,
+										   "SELECT EXISTS (SELECT FROM kairoi.outbox)"));
+}
+
+int64
+outbox_count_entries(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return DatumGetInt64(query_single_value(&plan,
+											"SELECT count(*) FROM kairoi.outbox"));
+}

@@ -68,4 +68,10 @@ extern bool outbox_record_rejection(int64 seq, int64 version,
 /* True if the extension's objects exist in the current database */
 extern bool outbox_extension_exists(void);
 
+/* Worker: does the outbox hold any row at all (due or not)? */
+extern bool outbox_has_entries(void);
+
+/* Worker: number of rows in the outbox (due or not) */
+extern int64 outbox_count_entries(void);
+
 #endif							/* KAIROI_OUTBOX_H */

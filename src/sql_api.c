@@ -6,9 +6,11 @@
  *	  time, so that nothing the Kairoi server would reject, misread or store
  *	  wrongly ever reaches the outbox; a rejected call changes nothing.
  *
- *	  This file also owns the commit-time wake-up: a transaction that
- *	  enqueued something tells the worker, when it commits, the lowest seq
- *	  it wrote, and sets the worker's latch.
+ *	  This file also owns the end-of-transaction callback: a transaction
+ *	  that enqueued something tells its database's worker, when it commits,
+ *	  the lowest seq it wrote (kairoi_announce_commit); one that changed a
+ *	  database the launcher watches wakes the launcher and, where needed,
+ *	  restarts that database's worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,9 +20,11 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "kairoi.h"
@@ -407,28 +411,70 @@ kairoi_enqueued_in_transaction(void)
 	return transaction_min_seq != PG_INT64_MAX;
 }
 
+/*
+ * Databases whose launcher-visible state this transaction changed (created,
+ * altered, extension dropped or updated): at commit the launcher is woken,
+ * and the workers of those marked for it restart to read the change.
+ */
+typedef struct DatabaseChange
+{
+	Oid			database;
+	bool		restart_worker;
+} DatabaseChange;
+
+static List *database_changes = NIL;
+
+void
+kairoi_note_database_change(Oid database, bool restart_worker)
+{
+	MemoryContext old_context = MemoryContextSwitchTo(TopTransactionContext);
+	DatabaseChange *change = palloc(sizeof(DatabaseChange));
+
+	change->database = database;
+	change->restart_worker = restart_worker;
+	database_changes = lappend(database_changes, change);
+	MemoryContextSwitchTo(old_context);
+}
+
 static void
-wake_worker_on_commit(XactEvent event, void *arg)
+announce_database_changes(void)
+{
+	ListCell   *cell;
+
+	foreach(cell, database_changes)
+	{
+		DatabaseChange *change = lfirst(cell);
+
+		if (change->restart_worker)
+			kairoi_request_restart(change->database);
+	}
+	kairoi_wake_launcher();
+}
+
+static void
+end_of_transaction(XactEvent event, void *arg)
 {
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 			if (kairoi_enqueued_in_transaction())
-				kairoi_request_rescan(transaction_min_seq);
-			transaction_min_seq = PG_INT64_MAX;
+				kairoi_announce_commit(transaction_min_seq);
+			if (database_changes != NIL)
+				announce_database_changes();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED is caught by the worker's safety poll */
-			transaction_min_seq = PG_INT64_MAX;
 			break;
 		default:
-			break;
+			return;
 	}
+	transaction_min_seq = PG_INT64_MAX;
+	database_changes = NIL;		/* freed with TopTransactionContext */
 }
 
 void
 kairoi_register_xact_callback(void)
 {
-	RegisterXactCallback(wake_worker_on_commit, NULL);
+	RegisterXactCallback(end_of_transaction, NULL);
 }

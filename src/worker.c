@@ -4,13 +4,25 @@
  *	  The delivery worker: the main loop that moves committed outbox rows
  *	  to the Kairoi server and removes them once acknowledged.
  *
- *	  One worker serves one database.  It sleeps on its latch (set by the
- *	  commit of any transaction that enqueued something) together with its
- *	  socket and a timeout, so it wakes within milliseconds of a commit,
- *	  never busy-loops, and still reacts at once to SIGTERM, SIGHUP and
- *	  postmaster death.  SIGTERM ends it through die(), like any backend.
+ *	  One worker serves one database, started by the launcher; its state is
+ *	  published in the database's slot in shared memory.  A worker that
+ *	  finds no extension in its database (a probe, or DROP EXTENSION)
+ *	  releases the slot and exits; one asked to restart (new database
+ *	  settings) exits and the launcher starts a new one.
  *
- *	  Requests are pipelined up to kairoi.window in flight and matched to
+ *	  It sleeps on its latch together with its socket and a timeout, so it
+ *	  never busy-loops and reacts at once to SIGTERM, SIGHUP and postmaster
+ *	  death; SIGTERM ends it through die(), like any backend.  Before
+ *	  sleeping it says in its slot whether a commit could give it work now
+ *	  (connected with room in the window, or idle with the connection
+ *	  closed): only then does the next commit set its latch, so a burst of
+ *	  commits wakes it once and commits during a backoff not at all.
+ *
+ *	  With nothing in flight and an empty outbox for kairoi.idle_timeout,
+ *	  it closes its connection (the reference server spends CPU on every
+ *	  open connection) and opens it again on the next commit.
+ *
+ *	  Requests are pipelined up to kairoi.max_in_flight and matched to
  *	  responses by request identifier (a per-connection base-36 counter,
  *	  never user data).  Any transport failure drops the connection and
  *	  everything in flight: the rows are still in the outbox and are sent
@@ -35,6 +47,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -44,6 +57,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -56,6 +70,9 @@
 #include "outbox.h"
 
 #define WORKER_LOCK_TIMEOUT "1s"
+
+/* This worker's database slot in shared memory */
+static KairoiDatabaseSlot *MySlot = NULL;
 
 /* One request sent and not yet answered */
 typedef struct InFlight
@@ -93,8 +110,13 @@ typedef struct Worker
 	AnswerList	rejected;
 	bool		maybe_pending;	/* the outbox may hold unsent due rows */
 	int64		cursor;			/* rows up to this seq were read */
-	bool		extension_present;
 	int			failures;		/* consecutive transport failures */
+	long		logged_backoff_ms;	/* backoff in the last failure logged,
+									 * 0 once connected */
+	bool		ever_connected;
+	bool		idle_closed;	/* not connected: nothing to deliver */
+	TimestampTz idle_since;		/* connected with nothing to do, or 0 */
+	bool		outbox_has_entries; /* result of check_outbox */
 	TimestampTz connect_started;
 	TimestampTz reconnect_at;
 	TimestampTz last_progress;	/* connected, or last response read */
@@ -111,50 +133,90 @@ publish_state(Worker *w, KairoiWorkerState state)
 {
 	TimestampTz now = GetCurrentTimestamp();	/* not under the spinlock */
 
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->state = state;
-	kairoi_shared->in_flight = w->n_in_flight;
-	strlcpy(kairoi_shared->server, w->server, KAIROI_SERVER_MAXLEN);
-	if (state == KAIROI_STATE_CONNECTED && kairoi_shared->connected_at == 0)
-		kairoi_shared->connected_at = now;
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->state = state;
+	MySlot->in_flight = w->n_in_flight;
+	strlcpy(MySlot->server, w->server, KAIROI_SERVER_MAXLEN);
+	if (state == KAIROI_STATE_CONNECTED && MySlot->connected_at == 0)
+		MySlot->connected_at = now;
 	else if (state != KAIROI_STATE_CONNECTED)
-		kairoi_shared->connected_at = 0;
-	SpinLockRelease(&kairoi_shared->mutex);
+		MySlot->connected_at = 0;
+	SpinLockRelease(&MySlot->mutex);
 }
 
 static void
 count_acknowledged(uint64 n)
 {
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->acknowledged += n;
-	SpinLockRelease(&kairoi_shared->mutex);
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->acknowledged += n;
+	SpinLockRelease(&MySlot->mutex);
+}
+
+static void
+publish_pending(int64 pending)
+{
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->pending = pending;
+	SpinLockRelease(&MySlot->mutex);
 }
 
 static void
 unpublish_worker(int code, Datum arg)
 {
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->worker_pid = 0;
-	kairoi_shared->worker_latch = NULL;
-	kairoi_shared->state = KAIROI_STATE_STARTING;
-	kairoi_shared->in_flight = 0;
-	kairoi_shared->connected_at = 0;
-	SpinLockRelease(&kairoi_shared->mutex);
+	SpinLockAcquire(&MySlot->mutex);
+	if (MySlot->worker_pid == MyProcPid)
+	{
+		MySlot->worker_pid = 0;
+		MySlot->worker_latch = NULL;
+		MySlot->wants_wakeup = false;
+		MySlot->state = KAIROI_STATE_STARTING;
+		MySlot->in_flight = 0;
+		MySlot->connected_at = 0;
+	}
+	SpinLockRelease(&MySlot->mutex);
 	ConditionVariableBroadcast(&kairoi_shared->progress_cv);
 }
 
-static void
-publish_worker(Oid database)
+/*
+ * Take the database's slot, claiming it if needed.  False if another worker
+ * serves the database already, or if every slot is taken.
+ */
+static bool
+publish_worker(Oid database, const char *datname)
 {
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->worker_pid = MyProcPid;
-	kairoi_shared->worker_latch = &MyProc->procLatch;
-	kairoi_shared->worker_database = database;
-	kairoi_shared->state = KAIROI_STATE_STARTING;
-	kairoi_shared->acknowledged = 0;
-	kairoi_shared->connection_attempts = 0;
-	SpinLockRelease(&kairoi_shared->mutex);
-	before_shmem_exit(unpublish_worker, (Datum) 0);
+	bool		taken = false;
+
+	MySlot = kairoi_claim_slot(database);
+	if (MySlot == NULL)
+	{
+		ereport(LOG,
+				(errmsg("kairoi: database \"%s\" has the kairoi extension but cannot be served",
+						datname),
+				 errdetail("kairoi.max_databases (%d) databases are served already.",
+						   kairoi_max_databases),
+				 errhint("Raise kairoi.max_databases and restart PostgreSQL.")));
+		return false;
+	}
+
+	SpinLockAcquire(&MySlot->mutex);
+	if (MySlot->database == database && MySlot->worker_pid == 0)
+	{
+		MySlot->worker_pid = MyProcPid;
+		MySlot->worker_latch = &MyProc->procLatch;
+		MySlot->wants_wakeup = false;
+		MySlot->restart_requested = false;
+		MySlot->blocked = KAIROI_BLOCKED_NONE;
+		MySlot->state = KAIROI_STATE_STARTING;
+		MySlot->acknowledged = 0;
+		MySlot->connection_attempts = 0;
+		MySlot->pending = -1;
+		namestrcpy(&MySlot->datname, datname);
+		taken = true;
+	}
+	SpinLockRelease(&MySlot->mutex);
+	if (taken)
+		before_shmem_exit(unpublish_worker, (Datum) 0);
+	return taken;
 }
 
 static void
@@ -308,6 +370,44 @@ forget_wait_set(Worker *w)
 }
 
 /*
+ * One LOG line per state change, not per retry: when a connection is lost
+ * (or the first attempt fails), and when the backoff grows; the rest goes
+ * to DEBUG1.  A long outage logs about log2(backoff_max / backoff_min)
+ * lines, however many attempts it takes.
+ */
+static void
+log_failure(Worker *w, const char *reason, long delay_ms)
+{
+	bool		first = (w->logged_backoff_ms == 0);
+
+	if (first || delay_ms > w->logged_backoff_ms)
+	{
+		ereport(LOG,
+				(errmsg("kairoi: connection to Kairoi server %s %s: %s",
+						w->server, first ? "failed" : "still failing", reason),
+				 errdetail("%d unacknowledged request(s) will be sent again; next attempt in %ld ms%s.",
+						   w->n_in_flight, delay_ms,
+						   delay_ms >= kairoi_backoff_max_ms ?
+						   " (kairoi.backoff_max: further failures are logged at DEBUG1)" : "")));
+		w->logged_backoff_ms = delay_ms;
+	}
+	else
+		ereport(DEBUG1,
+				(errmsg("kairoi: connection to Kairoi server %s failed: %s",
+						w->server, reason)));
+}
+
+/* The connection is up: a LOG line if it was down, or is the first one */
+static void
+log_connected(Worker *w)
+{
+	ereport((w->logged_backoff_ms > 0 || !w->ever_connected) ? LOG : DEBUG1,
+			(errmsg("kairoi: connected to Kairoi server %s", w->server)));
+	w->logged_backoff_ms = 0;
+	w->ever_connected = true;
+}
+
+/*
  * Drop the connection and everything in flight.  The rows stay in the
  * outbox and are sent again once reconnected.
  */
@@ -318,15 +418,13 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 
 	if (is_failure)
 	{
+		long		delay_ms;
+
 		w->failures++;
-		kairoi_set_last_error(reason);
-		ereport(LOG,
-				(errmsg("kairoi: connection to Kairoi server %s failed: %s",
-						w->server, reason),
-				 errdetail("%d unacknowledged request(s) will be sent again after %ld ms.",
-						   w->n_in_flight, backoff_delay_ms(w->failures))));
-		w->reconnect_at = TimestampTzPlusMilliseconds(now,
-													  backoff_delay_ms(w->failures));
+		delay_ms = backoff_delay_ms(w->failures);
+		kairoi_set_last_error(MySlot, reason);
+		log_failure(w, reason, delay_ms);
+		w->reconnect_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	}
 	else
 		w->reconnect_at = now;
@@ -334,6 +432,7 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 	forget_wait_set(w);
 	connection_close(&w->conn);
 	in_flight_forget_all(w);
+	w->idle_since = 0;
 	publish_state(w, KAIROI_STATE_BACKOFF);
 }
 
@@ -349,10 +448,12 @@ connect_to_server(Worker *w)
 		return;
 	}
 	forget_wait_set(w);			/* the next wait registers the new socket */
-	SpinLockAcquire(&kairoi_shared->mutex);
-	kairoi_shared->connection_attempts++;
-	SpinLockRelease(&kairoi_shared->mutex);
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->connection_attempts++;
+	SpinLockRelease(&MySlot->mutex);
 	w->last_progress = w->connect_started;
+	if (!w->conn.connecting)
+		log_connected(w);
 	publish_state(w, w->conn.connecting ? KAIROI_STATE_CONNECTING
 				  : KAIROI_STATE_CONNECTED);
 }
@@ -364,6 +465,34 @@ connect_to_server(Worker *w)
 
 typedef void (*TransactionBody) (Worker *w);
 
+static void
+log_leaving(const char *datname)
+{
+	ereport(LOG,
+			(errmsg("kairoi: the kairoi extension is not installed in database \"%s\"; its worker exits",
+					datname)));
+}
+
+/*
+ * After a failed transaction: if DROP EXTENSION caused it, release the slot
+ * and exit, unless a commit announced itself since the worker last looked
+ * (the extension may be back already).
+ */
+static void
+exit_if_extension_dropped(void)
+{
+	bool		present;
+
+	StartTransactionCommand();
+	present = outbox_extension_exists();
+	CommitTransactionCommand();
+	if (!present && kairoi_release_slot_if_quiet(MySlot))
+	{
+		log_leaving(NameStr(MySlot->datname));
+		proc_exit(0);
+	}
+}
+
 /*
  * Run body in a transaction.  An error is logged and published, the
  * transaction rolled back and database work paused until the next poll:
@@ -373,7 +502,7 @@ static bool
 run_transaction(Worker *w, TransactionBody body, const char *what)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
-	bool		ok = true;
+	volatile bool ok = true;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -393,12 +522,12 @@ run_transaction(Worker *w, TransactionBody body, const char *what)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		exit_if_extension_dropped();
 		ereport(LOG,
 				(errmsg("kairoi: could not %s: %s", what, edata->message),
 				 errhint("The worker retries after kairoi.poll_interval.")));
-		kairoi_set_last_error(edata->message);
+		kairoi_set_last_error(MySlot, edata->message);
 		FreeErrorData(edata);
-		w->extension_present = false;	/* re-check before retrying */
 		rewind_cursor(w, 0);
 		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														kairoi_poll_interval_ms);
@@ -411,14 +540,10 @@ run_transaction(Worker *w, TransactionBody body, const char *what)
 }
 
 static void
-check_extension(Worker *w)
-{
-	w->extension_present = outbox_extension_exists();
-}
-
-static void
 apply_answers(Worker *w)
 {
+	int			moved = 0;
+
 	if (w->acknowledged.count > 0)
 	{
 		int			n = w->acknowledged.count;
@@ -446,14 +571,16 @@ apply_answers(Worker *w)
 				 "the Kairoi server at %s answered ERROR", w->server);
 		if (outbox_record_rejection(w->rejected.items[i].seq,
 									w->rejected.items[i].version, reason))
-			ereport(LOG,
-					(errmsg("kairoi: moved outbox entry %lld to kairoi.failed after %d rejections",
-							(long long) w->rejected.items[i].seq,
-							kairoi_max_attempts)));
+			moved++;
 	}
+	if (moved > 0)
+		ereport(LOG,
+				(errmsg("kairoi: moved %d entries to kairoi_failed after %d answers of ERROR each",
+						moved, kairoi_max_attempts),
+				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
 	if (w->rejected.count > 0)
 	{
-		kairoi_set_last_error("the Kairoi server answered ERROR");
+		kairoi_set_last_error(MySlot, "the Kairoi server answered ERROR");
 		w->next_retry = outbox_next_retry_at();
 	}
 }
@@ -517,7 +644,7 @@ send_entry(Worker *w, const OutboxEntry *entry)
 static void
 fetch_and_send(Worker *w)
 {
-	int			limit = Min(kairoi_batch_size, kairoi_window - w->n_in_flight);
+	int			limit = Min(kairoi_batch_size, kairoi_max_in_flight - w->n_in_flight);
 	int64	   *exclude = palloc(Max(w->n_in_flight, 1) * sizeof(int64));
 	OutboxEntry *entries = palloc(limit * sizeof(OutboxEntry));
 	int			nexclude = 0;
@@ -561,11 +688,50 @@ reload_configuration(Worker *w)
 		ereport(LOG,
 				(errmsg("kairoi: kairoi.server changed from %s to %s, reconnecting",
 						w->server, kairoi_server)));
-		disconnect(w, "kairoi.server changed", false);
+		if (connection_is_open(&w->conn))
+			disconnect(w, "kairoi.server changed", false);
 		w->failures = 0;
+		w->logged_backoff_ms = 0;
 		strlcpy(w->server, kairoi_server, sizeof(w->server));
+		publish_state(w, w->idle_closed ? KAIROI_STATE_IDLE
+					  : KAIROI_STATE_BACKOFF);
 	}
 	w->maybe_pending = true;
+}
+
+/*
+ * New database settings (ALTER DATABASE ... SET), DROP or ALTER EXTENSION:
+ * exit, and the launcher starts a worker that reads them afresh.  Nothing
+ * is lost: unacknowledged rows stay in the outbox.
+ */
+static void
+exit_if_restart_requested(void)
+{
+	bool		restart;
+
+	SpinLockAcquire(&MySlot->mutex);
+	restart = MySlot->restart_requested;
+	SpinLockRelease(&MySlot->mutex);
+	if (restart)
+	{
+		ereport(LOG,
+				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
+						NameStr(MySlot->datname))));
+		proc_exit(0);
+	}
+}
+
+/* A commit announced rows: read from there (the cursor may be past them) */
+static void
+take_rescan_request(Worker *w)
+{
+	int64		from_seq = kairoi_take_rescan_request(MySlot);
+
+	if (from_seq == PG_INT64_MAX)
+		return;
+	w->maybe_pending = true;
+	if (from_seq <= w->cursor)
+		rewind_cursor(w, from_seq);
 }
 
 /* True if there is room in the window and rows may be waiting for it */
@@ -573,7 +739,19 @@ static bool
 can_send_more(Worker *w, TimestampTz now)
 {
 	return w->maybe_pending && !w->draining &&
-		w->n_in_flight < kairoi_window && now >= w->database_retry;
+		w->n_in_flight < kairoi_max_in_flight && now >= w->database_retry;
+}
+
+static void
+check_outbox(Worker *w)
+{
+	w->outbox_has_entries = outbox_has_entries();
+}
+
+static void
+count_outbox(Worker *w)
+{
+	publish_pending(outbox_count_entries());
 }
 
 /* Work on an open connection; false if it failed and was dropped */
@@ -582,7 +760,6 @@ exchange(Worker *w, int wait_events)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	bool		received;
-	int64		rescan_from;
 
 	if (w->conn.connecting)
 	{
@@ -595,7 +772,7 @@ exchange(Worker *w, int wait_events)
 			}
 			w->last_progress = now;
 			publish_state(w, KAIROI_STATE_CONNECTED);
-			ereport(DEBUG1, (errmsg("kairoi: connected to %s", w->server)));
+			log_connected(w);
 		}
 		else if (TimestampDifferenceExceeds(w->connect_started, now,
 											kairoi_connect_timeout_ms))
@@ -622,10 +799,6 @@ exchange(Worker *w, int wait_events)
 		return false;
 	}
 
-	rescan_from = kairoi_take_rescan_request();
-	if (rescan_from <= w->cursor)
-		rewind_cursor(w, rescan_from);
-
 	if (can_send_more(w, now))
 		run_transaction(w, fetch_and_send, "read the outbox");
 
@@ -646,6 +819,75 @@ exchange(Worker *w, int wait_events)
 	return true;
 }
 
+/* Nothing in flight, nothing to send, nothing to retry */
+static bool
+has_nothing_to_do(Worker *w)
+{
+	return !w->conn.connecting && w->n_in_flight == 0 && !w->maybe_pending &&
+		w->next_retry == 0 && connection_unsent(&w->conn) == 0;
+}
+
+/*
+ * Close a connection that had nothing to do for kairoi.idle_timeout, if the
+ * outbox is empty (rows held back, locked or not due yet, keep it open).
+ */
+static void
+close_if_idle(Worker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (kairoi_idle_timeout_ms == 0 || !has_nothing_to_do(w))
+	{
+		w->idle_since = 0;
+		return;
+	}
+	if (w->idle_since == 0)
+		w->idle_since = now;
+	if (!TimestampDifferenceExceeds(w->idle_since, now, kairoi_idle_timeout_ms))
+		return;
+
+	if (!run_transaction(w, check_outbox, "look at the outbox") ||
+		w->outbox_has_entries)
+	{
+		w->idle_since = now;
+		return;
+	}
+	ereport(DEBUG1,
+			(errmsg("kairoi: closing the idle connection to %s (kairoi.idle_timeout)",
+					w->server)));
+	forget_wait_set(w);
+	connection_close(&w->conn);
+	w->idle_closed = true;
+	w->idle_since = 0;
+	publish_pending(0);
+	publish_state(w, KAIROI_STATE_IDLE);
+}
+
+/*
+ * Not connected: connect once the backoff is over or, with the connection
+ * closed for idleness, once the outbox holds something.
+ */
+static void
+open_connection_if_due(Worker *w)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (w->idle_closed)
+	{
+		if (!w->maybe_pending || now < w->database_retry)
+			return;
+		w->maybe_pending = false;
+		if (!run_transaction(w, check_outbox, "look at the outbox") ||
+			!w->outbox_has_entries)
+			return;
+		w->idle_closed = false;
+		w->maybe_pending = true;
+		connect_to_server(w);
+	}
+	else if (now >= w->reconnect_at)
+		connect_to_server(w);
+}
+
 /* Milliseconds until the earliest deadline, at most the poll interval */
 static long
 time_to_next_deadline(Worker *w)
@@ -653,8 +895,8 @@ time_to_next_deadline(Worker *w)
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz deadline = w->next_poll;
 
-	if (!w->extension_present)
-		;						/* only the poll re-checks the extension */
+	if (w->idle_closed)
+		;						/* a commit or the poll reopens it */
 	else if (!connection_is_open(&w->conn))
 		deadline = Min(deadline, w->reconnect_at);
 	else if (can_send_more(w, now) && !w->conn.connecting)
@@ -665,6 +907,9 @@ time_to_next_deadline(Worker *w)
 	else if (w->n_in_flight > 0)
 		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->last_progress,
 															 kairoi_request_timeout_ms));
+	else if (w->idle_since != 0)
+		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->idle_since,
+															 kairoi_idle_timeout_ms));
 	if (w->next_retry != 0)
 		deadline = Min(deadline, w->next_retry);
 	if (w->database_retry > now)
@@ -684,6 +929,38 @@ socket_events(Worker *w)
 	if (connection_unsent(&w->conn) > 0)
 		return WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE;
 	return WL_SOCKET_READABLE;
+}
+
+/*
+ * Could a commit give the worker something to do right now?  Yes when it
+ * is connected with room in the window, or idle with the connection
+ * closed; not while connecting, in backoff or draining.
+ */
+static bool
+commit_gives_work(Worker *w)
+{
+	if (w->idle_closed)
+		return true;
+	return connection_is_open(&w->conn) && !w->conn.connecting &&
+		!w->draining && w->n_in_flight < kairoi_max_in_flight &&
+		GetCurrentTimestamp() >= w->database_retry;
+}
+
+/*
+ * Tell committing backends whether to set the latch while the worker
+ * sleeps.  Returns true if a commit announced itself in the meantime and
+ * the worker should not sleep at all.
+ */
+static bool
+ask_for_commit_wakeups(bool wanted)
+{
+	bool		announced;
+
+	SpinLockAcquire(&MySlot->mutex);
+	MySlot->wants_wakeup = wanted;
+	announced = (MySlot->rescan_from_seq != PG_INT64_MAX);
+	SpinLockRelease(&MySlot->mutex);
+	return wanted && announced;
 }
 
 /*
@@ -712,8 +989,11 @@ wait_for_work(Worker *w, long timeout_ms)
 	else if (w->socket_event >= 0)
 		ModifyWaitEvent(w->wait_set, w->socket_event, socket_events(w), NULL);
 
+	if (ask_for_commit_wakeups(commit_gives_work(w)))
+		timeout_ms = 0;
 	n = WaitEventSetWait(w->wait_set, timeout_ms, occurred, lengthof(occurred),
 						 PG_WAIT_EXTENSION);
+	(void) ask_for_commit_wakeups(false);
 	for (int i = 0; i < n; i++)
 		events |= occurred[i].events;
 
@@ -725,7 +1005,7 @@ wait_for_work(Worker *w, long timeout_ms)
 	return events;
 }
 
-/* Periodic duties: safety poll, retry times, extension presence */
+/* Periodic duties: safety poll (and count of the outbox), retry times */
 static void
 tick(Worker *w)
 {
@@ -735,18 +1015,13 @@ tick(Worker *w)
 	{
 		rewind_cursor(w, 0);
 		w->next_poll = TimestampTzPlusMilliseconds(now, kairoi_poll_interval_ms);
+		if (now >= w->database_retry)
+			run_transaction(w, count_outbox, "count the outbox");
 	}
 	if (w->next_retry != 0 && now >= w->next_retry)
 	{
 		w->next_retry = 0;
 		rewind_cursor(w, 0);
-	}
-	if (!w->extension_present && now >= w->database_retry)
-	{
-		run_transaction(w, check_extension, "look up the kairoi extension");
-		if (!w->extension_present)
-			w->database_retry = TimestampTzPlusMilliseconds(now,
-															kairoi_poll_interval_ms);
 	}
 }
 
@@ -766,10 +1041,48 @@ worker_init(Worker *w)
 	answers_init(&w->acknowledged);
 	answers_init(&w->rejected);
 	w->maybe_pending = true;
+	/* With an idle timeout, connect only once there is something to send */
+	w->idle_closed = (kairoi_idle_timeout_ms > 0);
 	w->socket_event = -1;
 	w->iteration_context = AllocSetContextCreate(TopMemoryContext,
 												 "kairoi worker iteration",
 												 ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * Decide whether to serve the database: it must have the extension, and
+ * no other worker may serve it.  A worker restarted after DROP EXTENSION
+ * releases the slot, unless a commit (CREATE EXTENSION again) announced
+ * itself while it looked.  A probe that finds no extension just exits.
+ */
+static bool
+start_serving(Oid database)
+{
+	for (;;)
+	{
+		KairoiDatabaseSlot *slot = kairoi_find_slot(database);
+		bool		present;
+		char	   *datname;
+
+		if (slot != NULL)
+			(void) kairoi_take_rescan_request(slot);
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		present = outbox_extension_exists();
+		datname = MemoryContextStrdup(TopMemoryContext,
+									  get_database_name(database));
+		CommitTransactionCommand();
+
+		if (present)
+			return publish_worker(database, datname);
+		if (slot == NULL)
+			return false;
+		if (kairoi_release_slot_if_quiet(slot))
+		{
+			log_leaving(datname);
+			return false;
+		}
+	}
 }
 
 void
@@ -788,7 +1101,6 @@ kairoi_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
-	pgstat_report_appname("kairoi worker");
 
 	/*
 	 * Row locks are skipped, never waited for (see outbox.c); a table lock
@@ -799,30 +1111,27 @@ kairoi_worker_main(Datum main_arg)
 					PGC_S_OVERRIDE);
 
 	MemoryContextSwitchTo(TopMemoryContext);
+	if (!start_serving(database))
+		proc_exit(0);
+	pgstat_report_appname(psprintf("kairoi worker %s",
+								   NameStr(MySlot->datname)));
 	worker_init(&w);
-	publish_worker(database);
+	publish_state(&w, w.idle_closed ? KAIROI_STATE_IDLE : KAIROI_STATE_STARTING);
 
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 			reload_configuration(&w);
+		exit_if_restart_requested();
 
 		MemoryContextSwitchTo(w.iteration_context);
 		tick(&w);
-		if (!w.extension_present)
-		{
-			if (connection_is_open(&w.conn))
-				disconnect(&w, "the kairoi extension is not installed", false);
-			publish_state(&w, KAIROI_STATE_NO_EXTENSION);
-		}
-		else if (!connection_is_open(&w.conn))
-		{
-			if (GetCurrentTimestamp() >= w.reconnect_at)
-				connect_to_server(&w);
-		}
-		if (w.extension_present && connection_is_open(&w.conn))
-			exchange(&w, wait_events);
+		take_rescan_request(&w);
+		if (!connection_is_open(&w.conn))
+			open_connection_if_due(&w);
+		if (connection_is_open(&w.conn) && exchange(&w, wait_events))
+			close_if_idle(&w);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(w.iteration_context);
 

@@ -139,10 +139,10 @@ listen_addresses = ''
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'kairoi'
 kairoi.server = '127.0.0.1:$server_port'
-kairoi.database = '$database'
 kairoi.poll_interval = 1000
 kairoi.backoff_min = 50
 kairoi.backoff_max = 1000
+kairoi.idle_timeout = 0
 fsync = off
 log_min_messages = log
 $extra
