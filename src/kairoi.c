@@ -122,11 +122,16 @@ define_obsolete_variables(void)
 static void
 define_variables(void)
 {
+	/*
+	 * PGC_SUSET, not PGC_SIGHUP, so that ALTER DATABASE ... SET can give a
+	 * database its own server (a superuser-only change).  A session's own
+	 * SET changes nothing but what that session's kairoi_status() shows.
+	 */
 	DefineCustomStringVariable("kairoi.server",
 							   "Address (host:port) of the Kairoi server.",
 							   "A database can override it with ALTER DATABASE ... SET; "
 							   "a change makes the worker reconnect.",
-							   &kairoi_server, "127.0.0.1:5678", PGC_SIGHUP,
+							   &kairoi_server, "127.0.0.1:5678", PGC_SUSET,
 							   0, check_server, NULL, NULL);
 	DefineCustomIntVariable("kairoi.max_databases",
 							"Databases with the extension that the launcher can serve.",

@@ -31,8 +31,9 @@
  *	  workers then deliver what the replicated outboxes hold.
  *
  *	  This file also owns the utility hook.  It stops a database's worker
- *	  before DROP DATABASE or ALTER DATABASE RENAME (which need the database
- *	  to themselves), and notes the statements the launcher or a worker must
+ *	  before DROP DATABASE, ALTER DATABASE RENAME or SET TABLESPACE, and
+ *	  CREATE DATABASE ... TEMPLATE (which need the database to themselves),
+ *	  and notes the statements the launcher or a worker must
  *	  react to at commit: CREATE and ALTER DATABASE, ALTER DATABASE SET
  *	  (the worker restarts to read its new settings, kairoi.server among
  *	  them), and DROP or ALTER EXTENSION kairoi.
@@ -49,6 +50,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "commands/defrem.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -91,7 +93,7 @@ typedef struct DatabaseEntry
 	bool		probed;			/* a worker found no extension there */
 	BackgroundWorkerHandle *handle; /* worker this launcher started */
 	bool		is_probe;		/* handle is a probe (no slot yet) */
-	TimestampTz last_start;
+	TimestampTz last_start;		/* of a worker with a slot (not a probe) */
 	bool		logged_no_worker_slot;
 	bool		logged_no_connections;
 } DatabaseEntry;
@@ -160,9 +162,13 @@ enter_database(Oid database)
 static void
 note_scanned_database(Form_pg_database form)
 {
-	DatabaseEntry *entry = enter_database(form->oid);
-	bool		connectable = form->datallowconn && !form->datistemplate &&
-		!database_is_invalid_form(form);
+	DatabaseEntry *entry;
+	bool		connectable = form->datallowconn && !form->datistemplate;
+
+	/* Being dropped (or a drop was interrupted): as good as gone */
+	if (database_is_invalid_form(form))
+		return;
+	entry = enter_database(form->oid);
 
 	/* A database that starts allowing connections is probed again */
 	if (connectable && !entry->connectable)
@@ -292,7 +298,8 @@ launch_worker(DatabaseEntry *entry, KairoiDatabaseSlot *slot)
 	if (RegisterDynamicBackgroundWorker(&bgw, &entry->handle))
 	{
 		entry->is_probe = (slot == NULL);
-		entry->last_start = GetCurrentTimestamp();
+		if (!entry->is_probe)
+			entry->last_start = GetCurrentTimestamp();
 		entry->logged_no_worker_slot = false;
 		set_worker_slots_exhausted(false);
 		set_blocked(slot, entry->database, KAIROI_BLOCKED_NONE);
@@ -399,17 +406,18 @@ serve_database(DatabaseEntry *entry, LauncherPass *pass)
 	}
 	SpinLockRelease(&slot->mutex);
 
+	/* DROP DATABASE marks the database invalid before it is gone */
+	if (paused > 0)
+	{
+		set_blocked(slot, entry->database, KAIROI_BLOCKED_PAUSED);
+		return;
+	}
 	if (!entry->connectable)
 	{
 		hold_back_unconnectable(entry, slot, worker_pid);
 		return;
 	}
 	entry->logged_no_connections = false;
-	if (paused > 0)
-	{
-		set_blocked(slot, entry->database, KAIROI_BLOCKED_PAUSED);
-		return;
-	}
 	/*
 	 * A worker is known from its slot, which also covers one that an
 	 * earlier incarnation of the launcher started; the handle covers one
@@ -567,19 +575,34 @@ stop_worker_for(Oid database)
 	ConditionVariableCancelSleep();
 }
 
-static bool
-moves_tablespace(AlterDatabaseStmt *stmt)
+/* The DefElem of a statement's option, or NULL */
+static DefElem *
+find_option(List *options, const char *name)
 {
 	ListCell   *cell;
 
-	foreach(cell, stmt->options)
+	foreach(cell, options)
 	{
 		DefElem    *option = lfirst_node(DefElem, cell);
 
-		if (strcmp(option->defname, "tablespace") == 0)
-			return true;
+		if (strcmp(option->defname, name) == 0)
+			return option;
 	}
-	return false;
+	return NULL;
+}
+
+static bool
+has_option(List *options, const char *name)
+{
+	return find_option(options, name) != NULL;
+}
+
+static const char *
+option_value(List *options, const char *name)
+{
+	DefElem    *option = find_option(options, name);
+
+	return (option != NULL && option->arg != NULL) ? defGetString(option) : NULL;
 }
 
 /* The database a utility statement needs exclusive use of, if any */
@@ -592,8 +615,10 @@ database_needing_exclusive_use(Node *statement)
 		((RenameStmt *) statement)->renameType == OBJECT_DATABASE)
 		return ((RenameStmt *) statement)->subname;
 	if (IsA(statement, AlterDatabaseStmt) &&
-		moves_tablespace((AlterDatabaseStmt *) statement))
+		has_option(((AlterDatabaseStmt *) statement)->options, "tablespace"))
 		return ((AlterDatabaseStmt *) statement)->dbname;
+	if (IsA(statement, CreatedbStmt))
+		return option_value(((CreatedbStmt *) statement)->options, "template");
 	return NULL;
 }
 
