@@ -5,15 +5,21 @@
         --phase connected|idle_reconnect --delays "0 8" --samples N [--rounds R]
         [--gap-ms G] [--tsv FILE]
 
-Both ends are timestamped on the machine's wall clock (time.time()): the
-client right after its single-row commit returns, the test server (started
-with --record-times) when it stores the job, just before sending OK. Nothing
-polls while a sample runs: the server's times are fetched after each round.
+Both ends are timestamped on the machine's wall clock: the commit by
+PostgreSQL itself (its commit timestamp, track_commit_timestamp = on: taken
+as the commit record is written, microseconds before the commit becomes
+visible, wakes the worker and returns), the job by the test server (started
+with --record-times) when it stores it, just before sending OK. A client-side
+stamp after the commit returns would add the client's own scheduling delay:
+on 2 busy cores the job was often stored before the client saw its commit
+return. Nothing polls while a sample runs: the commit and store times are
+fetched after each round.
 
 Phase `connected`: rounds alternate over the reply delays; in each, samples
 alternate between the extension (`SELECT kairoi_job_set(...)` in its own
 transaction, over libpq) and the baseline, a raw KCP client that sends one
-SET on its own open connection (state raw_connected). Samples are spaced
+SET on its own open connection (state raw_connected), timed from just
+before its write. Samples are spaced
 GAP..1.5*GAP ms apart, so each commit finds the worker connected and idle;
 a sample whose job was stored after the next commit began is counted as
 overlapped and reported.
@@ -45,7 +51,7 @@ CONNECTION_OK = 0
 
 
 class Postgres:
-    """One libpq connection; exec() runs a statement in its own transaction."""
+    """One libpq connection; query() runs a statement in its own transaction."""
 
     def __init__(self, conninfo):
         lib = ctypes.CDLL(ctypes.util.find_library('pq') or 'libpq.so.5')
@@ -56,6 +62,11 @@ class Postgres:
         lib.PQerrorMessage.argtypes = [ctypes.c_void_p]
         lib.PQexec.restype = ctypes.c_void_p
         lib.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.PQgetvalue.restype = ctypes.c_char_p
+        lib.PQgetvalue.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.PQntuples.argtypes = [ctypes.c_void_p]
+        lib.PQnfields.argtypes = [ctypes.c_void_p]
+        lib.PQgetisnull.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         lib.PQresultStatus.argtypes = [ctypes.c_void_p]
         lib.PQclear.argtypes = [ctypes.c_void_p]
         lib.PQfinish.argtypes = [ctypes.c_void_p]
@@ -67,12 +78,18 @@ class Postgres:
     def error(self):
         return self.lib.PQerrorMessage(self.conn).decode(errors='replace').strip()
 
-    def exec(self, sql):
-        res = self.lib.PQexec(self.conn, sql.encode())
-        ok = res and self.lib.PQresultStatus(res) == PGRES_TUPLES_OK
-        self.lib.PQclear(res)
-        if not ok:
-            raise RuntimeError('%s: %s' % (sql, self.error()))
+    def query(self, sql):
+        """Rows of the result, each a list of strings (NULL as None)."""
+        lib = self.lib
+        res = lib.PQexec(self.conn, sql.encode())
+        try:
+            if not res or lib.PQresultStatus(res) != PGRES_TUPLES_OK:
+                raise RuntimeError('%s: %s' % (sql, self.error()))
+            return [[None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode()
+                     for c in range(lib.PQnfields(res))]
+                    for r in range(lib.PQntuples(res))]
+        finally:
+            lib.PQclear(res)
 
     def close(self):
         self.lib.PQfinish(self.conn)
@@ -127,15 +144,27 @@ class Bench:
         return 'lat-%s-%d' % (kind, self.seq)
 
     def commit_one(self, job):
-        self.pg.exec("SELECT kairoi_job_set('%s', timestamptz '%s+00')" % (job, EXECUTION))
-        return time.time()
+        """Commits one kairoi_job_set; returns its transaction id."""
+        return self.pg.query("SELECT pg_current_xact_id(), kairoi_job_set('%s', "
+                             "timestamptz '%s+00')" % (job, EXECUTION))[0][0]
+
+    def commit_times(self, xids):
+        """{xid: epoch seconds of its commit record}."""
+        rows = self.pg.query("SELECT x, extract(epoch FROM pg_xact_commit_timestamp(x::text::xid)) "
+                             "FROM unnest('{%s}'::text[]) x" % ','.join(xids))
+        return {x: float(t) for x, t in rows}
 
     def pause(self):
         gap = self.a.gap_ms / 1000.0
         time.sleep(random.uniform(gap, 1.5 * gap))
 
     def collect(self, sent, delay):
-        """sent: [(state, job, t_start, t_next)]; waits for every job, records latencies."""
+        """sent: [state, job, start, next_start] where start is a time.time() or, for
+        the extension, a transaction id; waits for every job, records latencies."""
+        commits = self.commit_times([s[2] for s in sent if isinstance(s[2], str)])
+        for s in sent:
+            s[2] = commits.get(s[2], s[2])
+            s[3] = commits.get(s[3], s[3])
         deadline = time.monotonic() + 60
         while True:
             times = self.ctl.times('lat-')

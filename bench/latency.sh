@@ -6,10 +6,12 @@
 # Many single-row commits (kairoi_job_set in its own transaction), spaced so
 # that each finds the worker connected and idle, against the test server
 # without reply delay and with reply_delay_ms=DELAY_MS (the reference
-# server's ~8 ms reply cadence, kcp.md). The latency runs from the return of
-# the commit to the moment the server stores the job and answers OK: the
-# client and the test server (--record-times) both stamp the machine's wall
-# clock, and nothing polls while a sample runs (bench/latency.py).
+# server's ~8 ms reply cadence, kcp.md). The latency runs from the commit to
+# the moment the server stores the job and answers OK, both on the machine's
+# wall clock: PostgreSQL's commit timestamp (track_commit_timestamp, taken
+# microseconds before the commit returns) and the test server's store time
+# (--record-times). Nothing polls while a sample runs (bench/latency.py says
+# why the client does not stamp the commit's return itself).
 # Baseline in the same run, sample for sample: a raw KCP client sending one
 # SET on its own open connection (state raw_connected).
 #
@@ -56,7 +58,7 @@ if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 fi
 
 start_server S --record-times || broken "start the test server"
-start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+start_cluster P "$S_PORT" postgres "track_commit_timestamp = on" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 psql_at P postgres -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" >/dev/null &&

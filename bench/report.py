@@ -236,11 +236,13 @@ def md_latency(rows):
                     ['%.2f' % x for x in (percentile(v, 50), percentile(v, 90),
                                           percentile(v, 99), max(v))])
     return ['### Commit-to-acknowledgement latency (`bench/latency.sh`)', '',
-            'Milliseconds from the return of a single-row commit (`kairoi_job_set` in its own '
-            'transaction) until the test server stores the job and answers OK, both ends on '
+            'Milliseconds from a single-row commit (`kairoi_job_set` in its own '
+            'transaction; PostgreSQL\'s commit timestamp, taken microseconds before the '
+            'commit returns) until the test server stores the job and answers OK, both on '
             'the machine\'s wall clock. Baseline in the same run, alternating sample for '
             'sample: a raw KCP client sending one SET on an open connection '
-            '(`raw_connected`) or on a new one (`raw_new_connection`). '
+            '(`raw_connected`) or on a new one (`raw_new_connection`), timed from just '
+            'before its write. '
             '`reply_delay_ms` emulates the reference server\'s ~8 ms reply cadence.', '',
             '![commit-to-acknowledgement latency distribution](img/latency.png)', ''] + \
         md_table(['reply_delay_ms', 'state', 'samples', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'],
@@ -346,8 +348,8 @@ def plot_latency(rows, info, work, png):
             if i:
                 f.write('\n\n')
             for k, x in enumerate(v, 1):
-                # a job can be stored a hair before the client sees its commit
-                # return: clamp for the log axis (the tables keep the value)
+                # clock steps could give a sample <= 0: clamp it for the log
+                # axis (the tables keep the value)
                 f.write('%.4f %.5f\n' % (max(x, 0.01), k / len(v)))
             plots.append("'latency.dat' index %d using 1:2 with steps lw 2 dt %d lc rgb %s "
                          "title %s" % (i, 1 + delays.index(delay) % 5,
@@ -360,7 +362,7 @@ def plot_latency(rows, info, work, png):
         'set logscale x', 'set grid xtics', 'set xtics add (0.2, 0.5, 2, 5, 20, 50, 200, 500)',
         'set bmargin 12', 'set key at screen 0.5, screen 0.01 center bottom box',
         'set xrange [%g:%g]' % (min(values) / 1.5, max(values) * 1.5),
-        'set xlabel "commit return to job stored on the server (ms, log scale)"',
+        'set xlabel "commit to job stored on the server (ms, log scale)"',
         'set ylabel "fraction of commits"', 'set yrange [0:1.02]',
         'plot ' + ', \\\n     '.join(plots)]
 
