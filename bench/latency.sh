@@ -61,8 +61,8 @@ start_server S --record-times || broken "start the test server"
 start_cluster P "$S_PORT" postgres "track_commit_timestamp = on" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
-psql_at P postgres -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" >/dev/null &&
-	psql_at P postgres -c "SELECT kairoi_flush('30s')" >/dev/null || broken "warm-up delivery"
+psql_at P postgres -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" \
+	-c "SELECT kairoi_flush('30s')" >/dev/null || broken "warm-up delivery"
 
 latency() {
 	$PYTHON "$KAIROI_ROOT/bench/latency.py" \

@@ -283,7 +283,7 @@ def gp_preamble(png, title, info, height=560):
     return ['set terminal pngcairo size 1000,%d font "sans,10"' % height,
             'set output %s' % gp_quote(png),
             'set termoption noenhanced',
-            'set title %s' % gp_quote('%s\n%s; %s, commit %s' % (
+            'set title %s' % gp_quote('%s\n%s\n%s, commit %s' % (
                 title, machine_line(info), info.get('date', '?'), info.get('commit', '?'))),
             'set grid ytics', 'set key top left box opaque']
 
