@@ -155,7 +155,8 @@ def md_enqueue(rows, rows_set):
                 'per trigger body, as a ratio of the plain-upsert trigger (`plain_upsert`) '
                 'measured in the same run with the same number of clients and the same '
                 'server state (down: the worker waits in backoff; up: it delivers). Cell: '
-                'ratio (median tps; min-max over %s rounds). Goal: `kairoi_*` >= 0.90.'
+                'ratio (median tps; min-max over %s rounds). Goals: `kairoi_plpgsql` >= 0.90, '
+                '`kairoi_c_trigger` > 1.00.'
                 % '/'.join(rounds), '',
                 '![enqueue cost per variant](img/enqueue.png)', '']
         body = []

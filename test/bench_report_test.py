@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Test of bench/report.py (benchmark TSVs to markdown and PNGs) on the
-hand-written fixture TSVs in bench/fixtures/: no benchmark runs here.
+hand-written fixture TSVs in bench/fixtures/, and of bench/run-all with
+stand-in scripts that copy those files: no benchmark runs here.
 
 Prints "ok - ..." / "not ok - ..." per check and "N passed, M failed";
 exit status 1 on failure.  Needs gnuplot (scripts/install-deps).
@@ -145,6 +146,88 @@ def test_plots(tmp):
           ['latency.png'] and os.listdir(img2) == ['latency.png'], str(drawn))
 
 
+FAKE_SCRIPT = """#!/bin/bash
+# a stand-in for a benchmark: copies fixture result files to BENCH_RESULTS_DIR
+for f in %(files)s; do cp "%(fixtures)s/$f" "$BENCH_RESULTS_DIR/$f"; done
+%(extra)s
+echo "%(summary)s"
+exit %(rc)d
+"""
+
+
+def sandbox(tmp, name, scripts):
+    """A copy of bench/run-all and bench/report.py with stand-in scripts
+    {script: (files, extra shell, rc)} (files None: a script that does not
+    know BENCH_RESULTS_DIR), docs/benchmarks.md with hand-written text around
+    the markers, a stale plot, and a fake PGBIN."""
+    root = os.path.join(tmp, name)
+    for d in ('bench', 'docs/img', 'pgbin'):
+        os.makedirs(os.path.join(root, d))
+    for f in ('run-all', 'report.py'):
+        shutil.copy(os.path.join(ROOT, 'bench', f), os.path.join(root, 'bench', f))
+    for script, (files, extra, rc) in scripts.items():
+        if files is None:
+            text = '#!/bin/bash\necho "a benchmark without result files"\n'
+        else:
+            text = FAKE_SCRIPT % {'files': ' '.join(files), 'fixtures': FIXTURES, 'extra': extra,
+                                  'summary': '%d passed, %d failed' % (1 - bool(rc), bool(rc)),
+                                  'rc': rc}
+        write(os.path.join(root, 'bench'), script, text)
+    write(os.path.join(root, 'pgbin'), 'postgres',
+          '#!/bin/sh\necho "postgres (PostgreSQL) 15.99"\n')
+    os.chmod(os.path.join(root, 'pgbin', 'postgres'), 0o755)
+    write(os.path.join(root, 'docs'), 'benchmarks.md', 'history before\n\n%s\nold section\n%s\n'
+          '\nhistory after\n' % (report.START, report.END))
+    write(os.path.join(root, 'docs', 'img'), 'enqueue.png', 'stale plot of an earlier run')
+    return root
+
+
+def run_all(root, **env):
+    e = dict(os.environ, PGBIN=os.path.join(root, 'pgbin'), **env)
+    for k in ('BENCH_ONLY', 'BENCH_DOCS', 'BENCH_KEEP_RESULTS'):
+        if k not in env:
+            e.pop(k, None)
+    p = subprocess.run(['bash', os.path.join(root, 'bench', 'run-all')], env=e,
+                       capture_output=True, text=True, timeout=120)
+    with open(os.path.join(root, 'docs', 'benchmarks.md')) as f:
+        return p.returncode, p.stdout + p.stderr, f.read()
+
+
+def test_run_all(tmp):
+    root = sandbox(tmp, 'repo', {
+        'latency.sh': (['latency.tsv'], 'echo "note: idle_reconnect not measured"', 0),
+        'delivery.sh': (None, '', 0),
+        'nonascii.sh': (['nonascii.tsv'], '', 1)})
+    rc, out, doc = run_all(root)
+    check('run-all exits non-zero when a script failed', rc == 1, out)
+    check('run-all keeps the hand-written text and replaces the section',
+          doc.startswith('history before\n') and doc.endswith('\nhistory after\n')
+          and 'old section' not in doc and '### Commit-to-acknowledgement latency' in doc)
+    for text in ('enqueue.sh: not present, skipped',
+                 'delivery.sh: writes no result files (BENCH_RESULTS_DIR) yet, skipped',
+                 'nonascii.sh: FAILED (exit 1, 0 passed, 1 failed); its results are left out',
+                 'latency.sh: idle_reconnect not measured', 'PostgreSQL 15.99', '`latency.sh: '):
+        check('run-all notes %r' % text, text in doc, doc[:1500])
+    check('a failed script\'s results are left out', 'Non-ASCII' not in doc)
+    img = os.path.join(root, 'docs', 'img')
+    check('run-all draws the plot of this run and removes the stale one',
+          sorted(os.listdir(img)) == ['latency.png'] and png_ok(os.path.join(img, 'latency.png')),
+          str(os.listdir(img)))
+    rc, out, doc2 = run_all(root, BENCH_DOCS='0', BENCH_ONLY='latency.sh')
+    check('BENCH_DOCS=0 prints the section and leaves docs alone',
+          rc == 0 and doc2 == doc and '### Commit-to-acknowledgement latency' in out
+          and 'nonascii.sh: not in BENCH_ONLY, not run' in out, out)
+    bad = sandbox(tmp, 'bad', {'latency.sh': (['latency.tsv'], 'echo oops >"$BENCH_RESULTS_DIR/'
+                                              'latency.tsv"', 0)})
+    rc, out, doc = run_all(bad)
+    kept = [line.rsplit(' ', 1)[1] for line in out.splitlines() if 'results and logs kept in' in line]
+    check('bad result files: run-all fails, docs untouched, results kept',
+          rc == 1 and 'old section' in doc and len(kept) == 1 and os.path.isdir(kept[0])
+          and os.listdir(os.path.join(bad, 'docs', 'img')) == ['enqueue.png'], out)
+    for d in kept:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix='kairoi-report-') as tmp:
         test_markdown(tmp)
@@ -152,6 +235,7 @@ def main():
         test_bad_input(tmp)
         test_splice(tmp)
         test_plots(tmp)
+        test_run_all(tmp)
     print('%d passed, %d failed' % (passed, failed))
     return 1 if failed else 0
 
