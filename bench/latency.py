@@ -42,8 +42,10 @@ import socket
 import sys
 import time
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test'))
 from kairoi_ctl import Control  # noqa: E402
+from report import percentile  # noqa: E402  (bench/report.py, next to this file)
 
 EXECUTION = '2030-01-01 00:00:00'
 PGRES_TUPLES_OK = 2
@@ -248,13 +250,6 @@ class Bench:
                     self.idle_round(delay, per_round)
         self.ctl.fault(reply_delay_ms=0)
         self.pg.close()
-
-
-def percentile(values, p):
-    """Nearest-rank percentile of a non-empty list."""
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, -(-len(s) * p // 100) - 1))
-    return s[int(k)]
 
 
 def main():

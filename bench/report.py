@@ -92,10 +92,6 @@ def percentile(values, p):
     return s[max(0, math.ceil(len(s) * p / 100) - 1)]
 
 
-def delay_key(d):
-    return float(d)
-
-
 def run_info(results):
     """run.tsv as {key: value} plus the lists of 'script' and 'note' values."""
     info, scripts, notes = {}, [], []
@@ -224,7 +220,7 @@ def latency_groups(rows):
     order = list(LATENCY_STATES)
 
     def key(k):
-        return (delay_key(k[0]), order.index(k[1]) if k[1] in order else len(order), k[1])
+        return (float(k[0]), order.index(k[1]) if k[1] in order else len(order), k[1])
     return {k: groups[k] for k in sorted(groups, key=key)}
 
 
@@ -341,7 +337,7 @@ def plot_delivery_window(rows, info, work, png):
 def plot_latency(rows, info, work, png):
     plots = []
     groups = latency_groups(rows)
-    delays = sorted({d for d, _ in groups}, key=delay_key)
+    delays = sorted({d for d, _ in groups}, key=float)
     values = [max(x, 0.01) for v in groups.values() for x in v]
     with open(os.path.join(work, 'latency.dat'), 'w') as f:
         for i, ((delay, state), v) in enumerate(groups.items()):
