@@ -12,6 +12,7 @@ CLI:
     python3 test/kairoi_ctl.py [--host H] --port C <command> [args]
     commands: ping | state | counts | count-jobs | count-rules | job ID | rule ID |
               requests | received | fault key=value ... | kick | reset |
+              times [PREFIX] |
               wait-jobs N [--timeout S] | wait-up [--timeout S]
     fault values are JSON: fault refuse=true drop_after=100 error_ids='["a","b"]'
     (a value that is not valid JSON is taken as a string: garbage=line).
@@ -102,6 +103,10 @@ class Control:
         """[pattern, runner, args...] of a rule, or None."""
         res = self.call('rule', id=ident)
         return res['rule'] if res['found'] else None
+
+    def times(self, prefix=''):
+        """{job: epoch seconds it was last stored} (server run with --record-times)."""
+        return self.call('times', prefix=prefix)['times']
 
     def requests(self, since=0):
         return self.call('requests', since=since)['requests']
@@ -211,6 +216,9 @@ def main(argv=None):
             print(json.dumps(v, ensure_ascii=False))
         elif cmd == 'requests':
             print(json.dumps(c.requests(), ensure_ascii=False))
+        elif cmd == 'times':
+            print(json.dumps(c.times(args[0] if args else ''), sort_keys=True,
+                             ensure_ascii=False))
         elif cmd == 'received':
             sys.stdout.buffer.write(c.received())
         elif cmd == 'fault':

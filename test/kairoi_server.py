@@ -7,6 +7,7 @@ part 2 where tests depend on it; it has no runners (jobs are only stored).
 Usage:
   python3 test/kairoi_server.py --port P --control-port C [--host 127.0.0.1]
       [--data DIR] [--fsync] [--pidfile FILE] [--no-amqp] [--split-reads]
+      [--record-times]
 
 The pid file is written once both sockets listen; SIGTERM/SIGINT exit 0 at once.
 See the docstring of Server.control() for the control protocol (one JSON object
@@ -429,6 +430,8 @@ class Conn:
                 jobs = srv.jobs
                 rules = srv.rules
                 logw = srv.logf.write if srv.logf else None
+                stored_at = srv.stored_at
+                now = time.time() if stored_at is not None else None
                 applied = errors = 0
                 for it in items:
                     if it is STOP:
@@ -446,6 +449,8 @@ class Conn:
                         else:
                             if kind == 0:
                                 jobs[key] = val
+                                if stored_at is not None:
+                                    stored_at[key] = now
                                 if logw:
                                     logw(b'J ' + b64(key) + b' ' + b64(val) + b'\n')
                             else:
@@ -494,6 +499,7 @@ class Server:
         self.control_port = args.control_port
         self.amqp = not args.no_amqp
         self.split_reads = args.split_reads
+        self.record_times = args.record_times
         self.fsync = args.fsync
         self.data = args.data
         self.lock = threading.RLock()          # state: jobs, rules, counters, log file
@@ -517,6 +523,8 @@ class Server:
     def reset_state(self):
         self.jobs.clear()
         self.rules.clear()
+        # job -> wall-clock time (time.time()) it was last stored, or None
+        self.stored_at = {} if self.record_times else None
         self.applied = 0
         self.errors = 0
         self.accepted = 0
@@ -700,7 +708,11 @@ class Server:
         """Control commands (JSON object per line, answer per line):
         ping; state [raw]; counts; job {id}; rule {id}; requests [since];
         received; fault {refuse, drop_after, stall, error_ids, garbage,
-        slow_read, reply_delay_ms}; kick; reset."""
+        slow_read, reply_delay_ms}; kick; reset;
+        times [prefix]: with --record-times, {job: epoch seconds} of the
+        moment each job (whose identifier starts with prefix) was last
+        stored, just before its OK is sent; same clock as time.time() in
+        any process of the machine (for latency measurements)."""
         cmd = req.get('cmd')
         if cmd == 'ping':
             return {'ok': True}
@@ -742,6 +754,16 @@ class Server:
             if cmd == 'job':
                 return {'ok': True, 'found': True, 'execution': dec(val)}
             return {'ok': True, 'found': True, 'rule': [dec(x) for x in val]}
+        if cmd == 'times':
+            if self.stored_at is None:
+                raise ValueError('times needs a server started with --record-times')
+            prefix = req.get('prefix', '') or ''
+            if not isinstance(prefix, str):
+                raise ValueError('prefix must be a string')
+            with self.lock:
+                times = {dec(k): t for k, t in self.stored_at.items()
+                         if dec(k).startswith(prefix)}
+            return {'ok': True, 'times': times}
         if cmd == 'requests':
             since = req.get('since', 0) or 0
             entries = list(self.reqlog)
@@ -823,6 +845,8 @@ def main():
     ap.add_argument('--no-amqp', action='store_true', help='reject the amqp runner')
     ap.add_argument('--split-reads', action='store_true',
                     help='read <=2048 bytes per recv and corrupt UTF-8 split across reads')
+    ap.add_argument('--record-times', action='store_true',
+                    help='remember when each job was stored (control command times)')
     args = ap.parse_args()
 
     srv = Server(args)

@@ -19,7 +19,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from kairoi_ctl import Control  # noqa: E402
+from kairoi_ctl import Control, ControlError  # noqa: E402
 
 SERVER = os.path.join(HERE, 'kairoi_server.py')
 CTL = os.path.join(HERE, 'kairoi_ctl.py')
@@ -523,6 +523,34 @@ def t_split_reads(ctx):
         read_lines(s, n)
         s.close()
         assert 'x\u00e9y\u20acw' in ctx.main.ctl.state()['jobs']
+    finally:
+        srv.kill()
+
+
+@test
+def t_record_times(ctx):
+    """--record-times: when each job was stored, on the machine's wall clock."""
+    try:
+        ctx.main.ctl.times()
+        raise AssertionError('times answered without --record-times')
+    except ControlError as e:
+        assert '--record-times' in str(e), e
+    srv = ServerProc(ctx.tmp, '--record-times')
+    try:
+        srv.ctl.fault(reply_delay_ms=100)
+        t0 = time.time()
+        eq(kcp(srv, b'1 SET lat-a ' + D + b'\n2 SET other ' + D + b'\n', 2),
+           [b'1 OK', b'2 OK'])
+        t1 = time.time()
+        times = srv.ctl.times('lat-')
+        eq(sorted(times), ['lat-a'], 'prefix filter')
+        assert t0 + 0.1 <= times['lat-a'] <= t1, (t0, times, t1)
+        eq(sorted(srv.ctl.times()), ['lat-a', 'other'])
+        srv.ctl.fault(reply_delay_ms=0)
+        kcp(srv, b'3 SET lat-a ' + D + b'\n', 1)
+        assert srv.ctl.times('lat-')['lat-a'] >= t1, 'a re-plan records the new time'
+        srv.ctl.reset()
+        eq(srv.ctl.times(), {})
     finally:
         srv.kill()
 
