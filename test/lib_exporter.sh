@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # test/lib_exporter.sh: run the Prometheus postgres_exporter (Debian package
 # prometheus-postgres-exporter) with kairoi's custom queries and read its
 # metrics.  Source it after test/lib.sh.
