@@ -58,6 +58,7 @@ psql_at PG app2 -c "SELECT kairoi_job_set('app2-' || g, '2030-01-01 00:00:00+00'
 wait_for "the worker to notice the server is down" 60 worker_waits_to_reconnect || exit 1
 
 if scrape EXP "$SCRAPE"; then pass "exporter serves /metrics"; else fail "exporter serves /metrics"; fi
+check "the exporter loaded the queries file" 0 "$(metric "$SCRAPE" pg_exporter_user_queries_load_error)"
 check "pending in postgres while the server is down" "$PENDING_POSTGRES" \
 	"$(metric "$SCRAPE" kairoi_status_pending database=postgres)"
 check "pending in app2 (auto-discovered database)" "$PENDING_APP2" \
