@@ -22,6 +22,10 @@ Commands:
     gen_docs.py split TEMPLATE WORKDIR
         writes WORKDIR/steps (one line per step: NUMBER KIND ARGS...) and
         WORKDIR/NUMBER.sql for psql blocks
+    gen_docs.py render < PSQL_OUTPUT
+        prints PSQL_OUTPUT as join would show it, without pids or ports
+        (test/integration/docs_drift.sh checks that tables come out as
+        psql drew them)
     gen_docs.py join TEMPLATE WORKDIR OUTPUT
         reads WORKDIR/NUMBER.out (psql output), WORKDIR/pids (one pid a
         line), WORKDIR/ports (one port a line), normalises what varies
@@ -257,6 +261,8 @@ def main(argv):
     try:
         if len(argv) == 4 and argv[1] == 'split':
             split(argv[2], argv[3])
+        elif len(argv) == 2 and argv[1] == 'render':
+            sys.stdout.write(render_output(sys.stdin.read(), [], set(), set()) + '\n')
         elif len(argv) == 5 and argv[1] == 'join':
             join(argv[2], argv[3], argv[4])
         else:
