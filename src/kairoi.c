@@ -133,12 +133,14 @@ define_variables(void)
 							   "a change makes the worker reconnect.",
 							   &kairoi_server, "127.0.0.1:5678", PGC_SUSET,
 							   0, check_server, NULL, NULL);
-	DefineCustomIntVariable("kairoi.max_databases",
-							"Databases with the extension that the launcher can serve.",
-							"Sizes a shared-memory array; each served database also takes "
-							"one of max_worker_processes.",
-							&kairoi_max_databases, 64, 1, 10000, PGC_POSTMASTER,
-							0, NULL, NULL, NULL);
+	/* A PGC_POSTMASTER variable can only be defined at postmaster start */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("kairoi.max_databases",
+								"Databases with the extension that the launcher can serve.",
+								"Sizes a shared-memory array; each served database also takes "
+								"one of max_worker_processes.",
+								&kairoi_max_databases, 64, 1, 10000, PGC_POSTMASTER,
+								0, NULL, NULL, NULL);
 	for (size_t i = 0; i < lengthof(int_variables); i++)
 	{
 		const IntVariable *v = &int_variables[i];
