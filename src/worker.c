@@ -714,6 +714,8 @@ exit_if_restart_requested(void)
 	SpinLockRelease(&MySlot->mutex);
 	if (restart)
 	{
+		/* DROP EXTENSION needs no new worker: leave at once */
+		exit_if_extension_dropped();
 		ereport(LOG,
 				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
 						NameStr(MySlot->datname))));
