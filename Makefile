@@ -9,6 +9,7 @@ OBJS = \
 	src/launcher.o \
 	src/outbox.o \
 	src/sql_api.o \
+	src/trigger.o \
 	src/worker.o
 
 EXTENSION = kairoi
