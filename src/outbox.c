@@ -64,7 +64,8 @@ static const char *const enqueue_jobs_sql =
 "WITH written AS ("
 "  INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
 "  SELECT 'j', u.identifier, ARRAY[u.execution] "
-"  FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.text[]) "
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+"                 pg_catalog.unnest($2::pg_catalog.text[])) "
 "       AS u(identifier, execution) "
 "  " ENQUEUE_UPSERT
 "  RETURNING seq) "
