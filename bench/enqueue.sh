@@ -33,6 +33,8 @@
 # Part 2, set-based (server down): rows/s of
 #   plain_insert_select       INSERT INTO reminders_plain SELECT ... FROM
 #                             generate_series(1, SET_ROWS) ON CONFLICT ...
+#   outbox_copy_insert_select the same into bench_outbox (the copy of
+#                             kairoi.outbox): what the outbox's shape costs
 #   kairoi_select             SELECT count(kairoi_job_set(...)) FROM
 #                             generate_series(1, SET_ROWS)
 #   kairoi_array              SELECT kairoi_job_set_many(array_agg(...),
@@ -52,7 +54,7 @@
 #
 # Environment: ROUNDS (3), DURATION (4 seconds per pgbench run), CLIENTS
 # ("1 4"), SERVER_STATES ("down up"), VARIANTS (all six, as above),
-# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all five, as above).  With BENCH_RESULTS_DIR set, writes
+# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With BENCH_RESULTS_DIR set, writes
 # enqueue.tsv and enqueue_set.tsv there (columns: docs/benchmarks.md).
 set -u
 # shellcheck source=test/lib.sh
@@ -65,7 +67,7 @@ SERVER_STATES=${SERVER_STATES:-"down up"}
 VARIANTS=${VARIANTS:-"plain_upsert kairoi_plpgsql empty_trigger c_noop outbox_copy kairoi_c_trigger"}
 SET_ROWS=${SET_ROWS:-100000}
 SET_ROUNDS=${SET_ROUNDS:-3}
-SET_CASES=${SET_CASES:-"plain_insert_select kairoi_select kairoi_array plain_statement_trigger kairoi_statement_trigger"}
+SET_CASES=${SET_CASES:-"plain_insert_select outbox_copy_insert_select kairoi_select kairoi_array plain_statement_trigger kairoi_statement_trigger"}
 # The orders tables whose triggers schedule jobs through kairoi
 KAIROI_ORDERS=$(for v in $VARIANTS; do case $v in kairoi_*) printf 'orders_%s ' "$v" ;; esac; done)
 
@@ -73,8 +75,8 @@ KAIROI_ORDERS=$(for v in $VARIANTS; do case $v in kairoi_*) printf 'orders_%s ' 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 minimum() { printf '%s\n' "$@" | sort -g | head -1; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-# fdiv A B [FORMAT]
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
+# fdiv A B [FORMAT [SCALE]]: A * SCALE / B
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" -v s="${4:-1}" 'BEGIN {if (b > 0) printf f, a*s/b; else print "n/a"}'; }
 cpu_seconds() {
 	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -119,9 +121,14 @@ setup_schema() {
 	sql "CREATE TABLE reminders_plain (job text PRIMARY KEY, at timestamptz);
 		CREATE TABLE bench_outbox (LIKE kairoi.outbox INCLUDING DEFAULTS INCLUDING INDEXES);" ||
 		return 1
+	local range=0
 	for v in $VARIANTS; do
+		# Each variant's ids in a range of their own (same length): the
+		# jobs of two kairoi variants must not share identifiers
+		range=$((range + 1))
 		sql "CREATE TABLE orders_$v (id bigserial PRIMARY KEY,
-				placed_at timestamptz NOT NULL DEFAULT now())" || return 1
+				placed_at timestamptz NOT NULL DEFAULT now());
+			ALTER SEQUENCE orders_${v}_id_seq RESTART WITH ${range}000000000001" || return 1
 		if [ "$v" = kairoi_c_trigger ]; then
 			sql "CREATE TRIGGER schedule AFTER INSERT ON orders_$v FOR EACH ROW
 				EXECUTE FUNCTION kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')" || return 1
@@ -177,7 +184,7 @@ run_triggers() {
 	for clients in $CLIENTS; do
 		for round in $(seq 1 "$ROUNDS"); do
 			reset_tables "$state"
-			# shellcheck disable=SC2046
+			# shellcheck disable=SC2046,SC2086
 			for v in $(rotate "$round" $VARIANTS); do
 				wpid=$(worker_pid P postgres)
 				cpu0=$(cpu_seconds "${wpid:-0}")
@@ -234,6 +241,13 @@ set_case_sql() {
 	plain_insert_select)
 		echo "INSERT INTO reminders_plain SELECT 'order.' || g, now() + interval '1 day' FROM $rows
 			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at" ;;
+	outbox_copy_insert_select)
+		echo "INSERT INTO bench_outbox AS o (kind, identifier, arguments)
+			SELECT 'j', 'order.' || g, ARRAY[(now() + interval '1 day')::text] FROM $rows
+			ON CONFLICT (kind, identifier) DO UPDATE
+			SET arguments = excluded.arguments, version = excluded.version,
+				updated_at = excluded.updated_at, attempts = 0,
+				next_attempt_at = NULL, last_error = NULL" ;;
 	kairoi_select)
 		echo "SELECT count(kairoi_job_set('order.' || g, now() + interval '1 day')) FROM $rows" ;;
 	kairoi_array)
@@ -257,22 +271,25 @@ run_sets() {
 		for c in $(rotate "$round" $SET_CASES); do
 			reset_tables down
 			ms=$(timed_ms "$(set_case_sql "$c")")
-			if [ -z "$ms" ]; then
-				fail "set-based case $c ran"
+			case $c in
+			plain*) target=reminders_plain ;;
+			outbox_copy*) target=bench_outbox ;;
+			*) target=kairoi.outbox ;;
+			esac
+			if [ -z "$ms" ] || [ "$(sql "SELECT count(*) FROM $target")" != "$SET_ROWS" ]; then
+				fail "set-based case $c wrote $SET_ROWS rows into $target (round $round)"
 				continue
 			fi
 			var="ROWS_$c"
-			printf -v "$var" '%s' "${!var:-} $(fdiv "$SET_ROWS" "$ms" '%.0f')000"
+			printf -v "$var" '%s' "${!var:-} $(fdiv "$SET_ROWS" "$ms" '%.0f' 1000)"
 			printf '  round %d %-25s %9.1f ms\n' "$round" "$c" "$ms"
-			case $c in
-			plain*) target=reminders_plain ;;
-			*) target=kairoi.outbox ;;
-			esac
-			[ "$(sql "SELECT count(*) FROM $target")" = "$SET_ROWS" ] ||
-				fail "set-based case $c wrote $SET_ROWS rows into $target"
 		done
 	done
-	pass "every set-based run wrote its $SET_ROWS rows (else a failure above)"
+	for c in $SET_CASES; do
+		var="ROWS_$c"
+		# shellcheck disable=SC2086
+		check "set-based case $c ran $SET_ROUNDS rounds" "$SET_ROUNDS" "$(echo ${!var:-} | wc -w)"
+	done
 }
 
 report_sets() {
@@ -298,6 +315,17 @@ report_sets() {
 				>>"$BENCH_RESULTS_DIR/enqueue_set.tsv"
 		fi
 	done
+	# Like for like: each kairoi case against the plain one of its shape
+	set_ratio kairoi_array outbox_copy_insert_select
+	set_ratio kairoi_statement_trigger plain_statement_trigger
+}
+
+# set_ratio CASE BASE: one more ratio line of the set-based report
+set_ratio() {
+	local a="ROWS_$1" b="ROWS_$2"
+	[ -n "${!a:-}" ] && [ -n "${!b:-}" ] || return 0
+	# shellcheck disable=SC2086
+	echo "$1 / $2: $(fdiv "$(median ${!a})" "$(median ${!b})")"
 }
 
 if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
@@ -321,6 +349,7 @@ for state in $SERVER_STATES; do
 		kill_server S
 	else
 		# Count, at the end, what the kairoi variants of this state scheduled
+		# shellcheck disable=SC2086
 		sql "TRUNCATE kairoi.outbox $(printf ', %s' $KAIROI_ORDERS)" >/dev/null
 		restart_server S || broken "restart the test server"
 		$KCTL --port "$S_CPORT" reset >/dev/null
@@ -333,6 +362,7 @@ for state in $SERVER_STATES; do
 		sql "SELECT kairoi_flush('300s')" >/dev/null
 		check "server up: outbox drained after the runs" 0 \
 			"$(sql "SELECT count(*) FROM kairoi.outbox")"
+		# shellcheck disable=SC2086
 		check "server up: the server stores every job the kairoi variants scheduled" \
 			"$(sql "SELECT 0 $(printf ' + (SELECT count(*) FROM %s)' $KAIROI_ORDERS)")" \
 			"$($KCTL --port "$S_CPORT" count-jobs)"
@@ -343,6 +373,7 @@ for state in $SERVER_STATES; do
 	for clients in $CLIENTS; do
 		for v in $VARIANTS; do
 			var="TPS_${state}_${clients}_${v}"
+			# shellcheck disable=SC2086
 			check "server $state, $clients client(s): $v ran $ROUNDS rounds" "$ROUNDS" \
 				"$(echo ${!var:-} | wc -w)"
 		done
