@@ -38,8 +38,8 @@
  * forgets earlier rejections: it is a new value.
  *
  * The scheduling functions are SECURITY DEFINER without a fixed
- * search_path (a GUC save and restore per call was a sixth of an
- * enqueue's cost), so the statements they run here must mean the same
+ * search_path (that would cost a GUC save and restore per call), so the
+ * statements they run here must mean the same
  * under any search_path a caller sets: every relation, function and
  * operator is schema-qualified (OPERATOR(pg_catalog.=), pg_catalog.min),
  * column defaults are stored resolved, and ON CONFLICT infers the unique
@@ -165,8 +165,8 @@ int8_array(const int64 *values, int n)
  * False if kairoi.failed certainly holds no entry our next statement could
  * see: it has no block (vacuum truncates it once its entries are retried
  * or purged, and a committed row lives in a block).  Nearly always the
- * case, and then the supersede DELETE, a tenth of an enqueue's cost, is
- * skipped.
+ * case, and then the supersede DELETE (a statement of its own: executor
+ * start, an index scan, executor end) is skipped.
  */
 static bool
 failed_may_have_entries(void)
