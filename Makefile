@@ -9,6 +9,7 @@ OBJS = \
 	src/launcher.o \
 	src/outbox.o \
 	src/sql_api.o \
+	src/trigger.o \
 	src/worker.o
 
 EXTENSION = kairoi
@@ -16,7 +17,8 @@ DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql
 PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
-	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers
+	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers \
+	kairoi_job_trigger kairoi_job_set_many kairoi_search_path
 REGRESS_OPTS = --use-existing --dbname=kairoi_regression
 ISOLATION = kairoi_concurrent
 ISOLATION_OPTS = --use-existing --dbname=kairoi_regression

@@ -44,3 +44,59 @@ GRANT SELECT ON kairoi_workers TO pg_monitor;
 GRANT EXECUTE ON FUNCTION kairoi_status() TO pg_monitor;
 
 /* ---- Cheaper enqueueing ---- */
+
+/*
+ * The C functions are the only writers of kairoi.outbox (ordinary roles
+ * cannot write it), and they only ever write 'j' or 'r': the CHECK on kind
+ * guarded nothing, yet PostgreSQL parsed and planned it again at every
+ * enqueue.
+ */
+ALTER TABLE kairoi.outbox DROP CONSTRAINT outbox_kind_check;
+
+/*
+ * The scheduling functions stay SECURITY DEFINER but no longer SET
+ * search_path, which cost a GUC save and restore at every call.  They are
+ * still immune to the caller's search_path: every name in the SQL they run
+ * (src/outbox.c) is schema-qualified, operators and functions included,
+ * column defaults are stored already resolved, and the C code calls no
+ * other SQL.  sql/kairoi_search_path.sql checks it with shadowing objects.
+ */
+ALTER FUNCTION kairoi_job_set(text, timestamptz) RESET search_path;
+ALTER FUNCTION kairoi_rule_set(text, text, text, text[]) RESET search_path;
+ALTER FUNCTION kairoi_rule_set_shell(text, text, text) RESET search_path;
+ALTER FUNCTION kairoi_rule_set_amqp(text, text, text, text, text) RESET search_path;
+
+/*
+ * Many jobs in one call: one statement for the whole set.  Duplicate
+ * identifiers behave as successive calls would: the last execution wins,
+ * the job keeps the queue position of its first occurrence.  Not an
+ * overload of kairoi_job_set: with one, kairoi_job_set('a', '2030-01-01')
+ * (two untyped literals) would become ambiguous.
+ */
+CREATE FUNCTION kairoi_job_set_many(identifiers text[], executions timestamptz[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'kairoi_job_set_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER;
+
+COMMENT ON FUNCTION kairoi_job_set_many(text[], timestamptz[]) IS
+'Schedule job identifiers[i] at executions[i], for every i, as one statement; '
+'duplicates: the last one wins.  Same checks as kairoi_job_set(text, timestamptz).';
+
+/*
+ * The ready-made per-row trigger.  It is SECURITY DEFINER like
+ * kairoi_job_set; CREATE TRIGGER needs EXECUTE on it, which nobody has by
+ * default.
+ */
+CREATE FUNCTION kairoi_job_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'kairoi_job_trigger'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER;
+
+COMMENT ON FUNCTION kairoi_job_trigger() IS
+'Row trigger: AFTER INSERT OR UPDATE ... FOR EACH ROW EXECUTE FUNCTION '
+'kairoi_job_trigger(prefix, key_column, time_column [, offset_interval]) '
+'schedules job prefix || key_column::text at time_column + offset '
+'(time_column: timestamptz). DELETE is refused: Kairoi cannot unschedule a job.';
+
+REVOKE ALL ON FUNCTION kairoi_job_set_many(text[], timestamptz[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kairoi_job_trigger() FROM PUBLIC;

@@ -14,13 +14,19 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "common/hashfn.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "kairoi.h"
@@ -29,20 +35,50 @@
 /*
  * Insert, or replace the pending value of the same (kind, identifier).  A
  * replacement keeps seq (the row's place in the queue), renews version and
- * forgets earlier rejections: it is a new value.  For the same reason a
- * failed entry of that identifier is superseded: retrying it later would
- * overwrite the newer value on the server.
+ * forgets earlier rejections: it is a new value.
+ *
+ * The scheduling functions are SECURITY DEFINER without a fixed
+ * search_path (that would cost a GUC save and restore per call), so the
+ * statements they run here must mean the same
+ * under any search_path a caller sets: every relation, function and
+ * operator is schema-qualified (OPERATOR(pg_catalog.=), pg_catalog.min),
+ * column defaults are stored resolved, and ON CONFLICT infers the unique
+ * index from plain columns.  Nothing else is looked up by name.
  */
-static const char *const enqueue_sql =
-"WITH superseded AS ("
-"  DELETE FROM kairoi.failed WHERE kind = $1 AND identifier = $2) "
-"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
-"VALUES ($1, $2, $3) "
-"ON CONFLICT (kind, identifier) DO UPDATE "
-"SET arguments = excluded.arguments, version = excluded.version, "
-"    updated_at = excluded.updated_at, attempts = 0, "
+#define ENQUEUE_UPSERT \
+"ON CONFLICT (kind, identifier) DO UPDATE " \
+"SET arguments = excluded.arguments, version = excluded.version, " \
+"    updated_at = excluded.updated_at, attempts = 0, " \
 "    next_attempt_at = NULL, last_error = NULL "
+
+static const char *const enqueue_sql =
+"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
+"VALUES ($1, $2, $3) " ENQUEUE_UPSERT
 "RETURNING seq";
+
+/*
+ * Many jobs, identifiers unique, in queue order; executions already
+ * formatted.  Returns the lowest seq written.
+ */
+static const char *const enqueue_jobs_sql =
+"WITH written AS ("
+"  INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
+"  SELECT 'j', u.identifier, ARRAY[u.execution] "
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+"                 pg_catalog.unnest($2::pg_catalog.text[])) "
+"       AS u(identifier, execution) "
+"  " ENQUEUE_UPSERT
+"  RETURNING seq) "
+"SELECT pg_catalog.min(seq) FROM written";
+
+/*
+ * A new value supersedes the failed entries of its identifier: retrying
+ * one later would overwrite the newer value on the server.
+ */
+static const char *const supersede_sql =
+"DELETE FROM kairoi.failed "
+"WHERE kind OPERATOR(pg_catalog.=) $1 "
+"  AND identifier OPERATOR(pg_catalog.=) ANY ($2)";
 
 /*
  * Due rows after the worker's cursor.  No row lock: a row being replaced
@@ -125,6 +161,45 @@ int8_array(const int64 *values, int n)
 										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/*
+ * False if kairoi.failed certainly holds no entry our next statement could
+ * see: it has no block (vacuum truncates it once its entries are retried
+ * or purged, and a committed row lives in a block).  Nearly always the
+ * case, and then the supersede DELETE (a statement of its own: executor
+ * start, an index scan, executor end) is skipped.
+ */
+static bool
+failed_may_have_entries(void)
+{
+	Oid			failed_oid = get_relname_relid("failed",
+											   get_namespace_oid("kairoi", false));
+	Relation	failed;
+	BlockNumber nblocks;
+
+	if (!OidIsValid(failed_oid))
+		elog(ERROR, "kairoi: table kairoi.failed does not exist");
+	failed = table_open(failed_oid, AccessShareLock);
+	nblocks = RelationGetNumberOfBlocks(failed);
+	table_close(failed, NoLock);
+	return nblocks > 0;
+}
+
+/*
+ * Delete the failed entries of these identifiers (a text[]).  Called after
+ * the new values were written, so it runs with a snapshot no older than
+ * the write's and sees every failed entry the write could see.
+ */
+static void
+supersede_failed(char kind, Datum identifiers)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
+	Datum		values[2] = {CharGetDatum(kind), identifiers};
+
+	prepare_once(&plan, supersede_sql, 2, argtypes);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
+}
+
 int64
 outbox_enqueue(char kind, text *identifier, Datum arguments)
 {
@@ -132,6 +207,7 @@ outbox_enqueue(char kind, text *identifier, Datum arguments)
 	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
 	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
 	arguments};
+	Datum		identifier_datum = PointerGetDatum(identifier);
 	bool		isnull;
 	int64		seq;
 
@@ -140,6 +216,103 @@ outbox_enqueue(char kind, text *identifier, Datum arguments)
 	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
 	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									  SPI_tuptable->tupdesc, 1, &isnull));
+	if (failed_may_have_entries())
+		supersede_failed(kind,
+						 PointerGetDatum(construct_array(&identifier_datum, 1,
+														 TEXTOID, -1, false,
+														 TYPALIGN_INT)));
+	SPI_finish();
+	return seq;
+}
+
+/* Hash table entry of outbox_enqueue_jobs: an identifier's first position */
+typedef struct IdentifierSlot
+{
+	text	   *identifier;		/* key: points into the caller's array */
+	int			position;		/* index in the deduplicated arrays */
+} IdentifierSlot;
+
+static uint32
+identifier_hash(const void *key, Size keysize)
+{
+	text	   *t = *(text *const *) key;
+
+	return DatumGetUInt32(hash_any((const unsigned char *) VARDATA_ANY(t),
+								   VARSIZE_ANY_EXHDR(t)));
+}
+
+static int
+identifier_match(const void *key1, const void *key2, Size keysize)
+{
+	text	   *a = *(text *const *) key1;
+	text	   *b = *(text *const *) key2;
+	int			len = VARSIZE_ANY_EXHDR(a);
+
+	if (len != (int) VARSIZE_ANY_EXHDR(b))
+		return 1;
+	return memcmp(VARDATA_ANY(a), VARDATA_ANY(b), len);
+}
+
+/*
+ * Collapse duplicate identifiers as successive single calls would: the
+ * job takes the place of its first occurrence and the execution of its
+ * last.  Rewrites the arrays in place and returns the new count.
+ */
+static int
+deduplicate_jobs(Datum *identifiers, Datum *executions, int n)
+{
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	int			unique = 0;
+
+	ctl.keysize = sizeof(text *);
+	ctl.entrysize = sizeof(IdentifierSlot);
+	ctl.hash = identifier_hash;
+	ctl.match = identifier_match;
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("kairoi identifiers", n, &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+
+	for (int i = 0; i < n; i++)
+	{
+		text	   *identifier = DatumGetTextPP(identifiers[i]);
+		bool		found;
+		IdentifierSlot *slot = hash_search(seen, &identifier, HASH_ENTER,
+										   &found);
+
+		if (!found)
+		{
+			slot->position = unique++;
+			identifiers[slot->position] = identifiers[i];
+		}
+		executions[slot->position] = executions[i];
+	}
+	hash_destroy(seen);
+	return unique;
+}
+
+int64
+outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[2];
+	bool		isnull;
+	int64		seq;
+
+	n = deduplicate_jobs(identifiers, executions, n);
+	values[0] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(executions, n, TEXTOID, -1,
+												false, TYPALIGN_INT));
+
+	SPI_connect();
+	prepare_once(&plan, enqueue_jobs_sql, 2, argtypes);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
+	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull));
+	if (failed_may_have_entries())
+		supersede_failed(OUTBOX_KIND_JOB, values[0]);
 	SPI_finish();
 	return seq;
 }

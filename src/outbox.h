@@ -40,6 +40,15 @@ typedef struct OutboxEntry
 extern int64 outbox_enqueue(char kind, text *identifier, Datum arguments);
 
 /*
+ * User backends: insert or replace n jobs (text identifiers, executions as
+ * formatted text) in one statement.  Duplicate identifiers count once, at
+ * the place of the first and with the execution of the last; the arrays
+ * are rewritten to that effect.  Returns the lowest seq written.
+ */
+extern int64 outbox_enqueue_jobs(Datum *identifiers, Datum *executions,
+								 int n);
+
+/*
  * Worker, inside a transaction: up to limit due entries with seq > after,
  * in queue order, skipping those in exclude_seqs (in flight).  Entries are
  * allocated in the caller's memory context.

@@ -1,10 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * sql_api.c
- *	  The SQL-callable scheduling functions: kairoi_job_set and the
- *	  kairoi_rule_set family.  Every argument is checked here, at call
- *	  time, so that nothing the Kairoi server would reject, misread or store
- *	  wrongly ever reaches the outbox; a rejected call changes nothing.
+ *	  The SQL-callable scheduling functions: kairoi_job_set,
+ *	  kairoi_job_set_many (arrays of jobs) and the kairoi_rule_set family.
+ *	  Every argument is checked here, at call time, so that nothing the
+ *	  Kairoi server would reject, misread or store wrongly ever reaches the
+ *	  outbox; a rejected call changes nothing.  trigger.c goes through the
+ *	  same checks.
  *
  *	  This file also owns the end-of-transaction callback: a transaction
  *	  that enqueued something tells its database's worker, when it commits,
@@ -24,13 +26,16 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "kairoi.h"
 #include "outbox.h"
+#include "sql_api.h"
 
 PG_FUNCTION_INFO_V1(kairoi_job_set);
+PG_FUNCTION_INFO_V1(kairoi_job_set_many);
 PG_FUNCTION_INFO_V1(kairoi_rule_set);
 PG_FUNCTION_INFO_V1(kairoi_rule_set_shell);
 PG_FUNCTION_INFO_V1(kairoi_rule_set_amqp);
@@ -51,13 +56,6 @@ PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
  * commit the worker is woken and told to read from there.
  */
 static int64 transaction_min_seq = PG_INT64_MAX;
-
-/* Which function and argument a check is about, for error messages */
-typedef struct ArgumentRef
-{
-	const char *function;
-	const char *name;
-} ArgumentRef;
 
 static void
 check_not_null(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
@@ -157,6 +155,48 @@ get_text_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
 	value = PG_GETARG_TEXT_PP(argno);
 	check_text_argument(value, ref);
 	return value;
+}
+
+/*
+ * A one-dimensional array argument without NULL elements (an empty array
+ * is fine).  Sets *elements to its elements and returns how many there
+ * are.  element_name names one element in the hint.
+ */
+static int
+get_array_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref,
+				   const char *element_name, Datum **elements)
+{
+	ArrayType  *array;
+	Oid			element_type;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	bool	   *nulls;
+	int			nelements;
+
+	check_not_null(fcinfo, argno, ref);
+	array = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("argument \"%s\" of %s must be a one-dimensional array",
+						ref.name, ref.function)));
+	element_type = ARR_ELEMTYPE(array);
+	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
+	deconstruct_array(array, element_type, typlen, typbyval, typalign,
+					  elements, &nulls, &nelements);
+
+	for (int i = 0; i < nelements; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("element %d of argument \"%s\" of %s must not be null",
+							i + 1, ref.name, ref.function),
+					 errhint("Nothing was scheduled. Pass a value for every %s.",
+							 element_name)));
+	}
+	return nelements;
 }
 
 /*
@@ -284,21 +324,87 @@ enqueue_rule(const char *function, text *identifier, text *pattern,
 													   2 + nrunner_args)));
 }
 
+void
+kairoi_schedule_job(text *identifier, TimestampTz execution,
+					ArgumentRef identifier_ref, ArgumentRef execution_ref)
+{
+	Datum		formatted;
+
+	check_text_argument(identifier, identifier_ref);
+	formatted = PointerGetDatum(format_execution(execution, execution_ref));
+	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_JOB, identifier,
+									   make_text_array(&formatted, 1)));
+}
+
 Datum
 kairoi_job_set(PG_FUNCTION_ARGS)
 {
 	const char *function = "kairoi_job_set";
-	text	   *identifier = get_text_argument(fcinfo, 0,
-											   (ArgumentRef) {function, "identifier"});
+	ArgumentRef identifier_ref = {function, "identifier"};
 	ArgumentRef execution_ref = {function, "execution"};
-	Datum		execution;
 
+	check_not_null(fcinfo, 0, identifier_ref);
 	check_not_null(fcinfo, 1, execution_ref);
-	execution = PointerGetDatum(format_execution(PG_GETARG_TIMESTAMPTZ(1),
-												 execution_ref));
+	kairoi_schedule_job(PG_GETARG_TEXT_PP(0), PG_GETARG_TIMESTAMPTZ(1),
+						identifier_ref, execution_ref);
+	PG_RETURN_VOID();
+}
 
-	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_JOB, identifier,
-									   make_text_array(&execution, 1)));
+/* Error context of the array form: which element was being checked */
+static void
+array_element_context(void *arg)
+{
+	int		   *index = (int *) arg;
+
+	errcontext("element %d of the arrays", *index + 1);
+}
+
+/*
+ * kairoi_job_set_many(identifiers text[], executions timestamptz[]): every
+ * element is checked as kairoi_job_set(text, timestamptz) checks its
+ * arguments, before anything is written; then one statement enqueues them
+ * all.
+ */
+Datum
+kairoi_job_set_many(PG_FUNCTION_ARGS)
+{
+	const char *function = "kairoi_job_set_many";
+	ArgumentRef identifiers_ref = {function, "identifiers"};
+	ArgumentRef executions_ref = {function, "executions"};
+	Datum	   *identifiers;
+	Datum	   *executions;
+	int			nidentifiers = get_array_argument(fcinfo, 0, identifiers_ref,
+												  "identifier", &identifiers);
+	int			nexecutions = get_array_argument(fcinfo, 1, executions_ref,
+												 "execution", &executions);
+	ErrorContextCallback callback;
+	int			index = 0;
+
+	if (nidentifiers != nexecutions)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("arguments \"identifiers\" and \"executions\" of %s must have the same length",
+						function),
+				 errdetail("\"identifiers\" has %d elements, \"executions\" has %d.",
+						   nidentifiers, nexecutions),
+				 errhint("Nothing was scheduled. Pass one execution per identifier.")));
+
+	callback.callback = array_element_context;
+	callback.arg = &index;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	for (index = 0; index < nidentifiers; index++)
+	{
+		check_text_argument(DatumGetTextPP(identifiers[index]), identifiers_ref);
+		executions[index] =
+			PointerGetDatum(format_execution(DatumGetTimestampTz(executions[index]),
+											 executions_ref));
+	}
+	error_context_stack = callback.previous;
+
+	if (nidentifiers > 0)
+		kairoi_note_enqueue(outbox_enqueue_jobs(identifiers, executions,
+												nidentifiers));
 	PG_RETURN_VOID();
 }
 
@@ -312,33 +418,16 @@ kairoi_rule_set(PG_FUNCTION_ARGS)
 											(ArgumentRef) {function, "pattern"});
 	text	   *runner = get_text_argument(fcinfo, 2,
 										   (ArgumentRef) {function, "runner"});
-	ArrayType  *array;
 	Datum	   *values;
-	bool	   *nulls;
 	int			nvalues;
 	text	  **runner_args;
 
-	check_not_null(fcinfo, 3, (ArgumentRef) {function, "runner_arguments"});
-	array = PG_GETARG_ARRAYTYPE_P(3);
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("argument \"runner_arguments\" of %s must be a one-dimensional array",
-						function)));
-	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT,
-					  &values, &nulls, &nvalues);
-
+	nvalues = get_array_argument(fcinfo, 3,
+								 (ArgumentRef) {function, "runner_arguments"},
+								 "runner argument", &values);
 	runner_args = palloc0(Max(nvalues, 1) * sizeof(text *));
 	for (int i = 0; i < nvalues; i++)
-	{
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("element %d of argument \"runner_arguments\" of %s must not be null",
-							i + 1, function),
-					 errhint("Nothing was scheduled. Pass a value for every runner argument.")));
 		runner_args[i] = DatumGetTextPP(values[i]);
-	}
 
 	enqueue_rule(function, identifier, pattern, runner, runner_args, nvalues,
 				 NULL);

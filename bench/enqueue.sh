@@ -1,0 +1,392 @@
+#!/bin/bash
+# bench/enqueue.sh: what scheduling a job costs the application's write, as
+# a ratio of a plain upsert measured in the same run.
+#
+#   bash bench/enqueue.sh            # about 6 minutes on 2 vCPU
+#
+# Part 1, per-row triggers: pgbench runs `INSERT INTO orders_<variant>
+# DEFAULT VALUES` (orders: id bigserial, placed_at timestamptz) with one
+# AFTER INSERT FOR EACH ROW trigger per variant:
+#   plain_upsert      plpgsql INSERT INTO reminders_plain (job text PRIMARY
+#                     KEY, at timestamptz) ... ON CONFLICT (job) DO UPDATE:
+#                     the baseline, ratio 1.00
+#   kairoi_plpgsql    plpgsql PERFORM kairoi_job_set('order.' || NEW.id,
+#                     NEW.placed_at + interval '1 day')
+#   empty_trigger     plpgsql RETURN NULL (the floor of any trigger)
+#   c_noop            plpgsql PERFORM pg_catalog.num_nulls(<the same two
+#                     argument expressions>): a built-in C function that
+#                     returns at once, so the cost of a call without SPI
+#   outbox_copy       plpgsql INSERT ... ON CONFLICT straight into
+#                     bench_outbox, a copy of kairoi.outbox (columns,
+#                     defaults, indexes; no CHECK, no failed-entry cleanup)
+#   kairoi_c_trigger  EXECUTE FUNCTION kairoi_job_trigger('order.', 'id',
+#                     'placed_at', '1 day'), no plpgsql at all
+# at CLIENTS (1 and 4) clients, fsync = off, once with the Kairoi test
+# server down (the worker waits in backoff, the outbox grows) and once with
+# it up and delivering.  ROUNDS rounds of DURATION seconds per variant; in
+# each round every variant runs once, the order rotated from round to round,
+# so that load from elsewhere on the machine spreads over all of them.
+# Medians and the spread over the rounds are reported, with
+# ratio = median tps / median tps of plain_upsert at the same server state
+# and client count.  The worker's CPU during the kairoi runs is printed too.
+#
+# Part 2, set-based (server down): rows/s of
+#   plain_insert_select       INSERT INTO reminders_plain SELECT ... FROM
+#                             generate_series(1, SET_ROWS) ON CONFLICT ...
+#   outbox_copy_insert_select the same into bench_outbox (the copy of
+#                             kairoi.outbox): what the outbox's shape costs
+#   kairoi_select             SELECT count(kairoi_job_set(...)) FROM
+#                             generate_series(1, SET_ROWS)
+#   kairoi_array              SELECT kairoi_job_set_many(array_agg(...),
+#                             array_agg(...)) FROM generate_series(...)
+#   plain_statement_trigger   INSERT INTO bulk_orders_plain SELECT ... FROM
+#                             generate_series(...); an AFTER INSERT FOR EACH
+#                             STATEMENT trigger upserts its transition table
+#                             into reminders_plain (ON CONFLICT)
+#   kairoi_statement_trigger  the same INSERT into bulk_orders_kairoi, whose
+#                             statement trigger calls the array form on the
+#                             transition table
+# ratio against plain_insert_select; every run starts from empty tables.
+#
+# Nothing is asserted on time.  Ends with "N passed, M failed" for the
+# sanity checks only (every variant ran, rows arrived, the server got every
+# job of the "up" runs).
+#
+# Environment: ROUNDS (3), DURATION (4 seconds per pgbench run), CLIENTS
+# ("1 4"), SERVER_STATES ("down up"), VARIANTS (all six, as above),
+# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With BENCH_RESULTS_DIR set, writes
+# enqueue.tsv and enqueue_set.tsv there (columns: docs/benchmarks.md).
+set -u
+# shellcheck source=test/lib.sh
+. "$(dirname "$0")/../test/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-4}
+CLIENTS=${CLIENTS:-"1 4"}
+SERVER_STATES=${SERVER_STATES:-"down up"}
+VARIANTS=${VARIANTS:-"plain_upsert kairoi_plpgsql empty_trigger c_noop outbox_copy kairoi_c_trigger"}
+SET_ROWS=${SET_ROWS:-100000}
+SET_ROUNDS=${SET_ROUNDS:-3}
+SET_CASES=${SET_CASES:-"plain_insert_select outbox_copy_insert_select kairoi_select kairoi_array plain_statement_trigger kairoi_statement_trigger"}
+# The orders tables whose triggers schedule jobs through kairoi
+KAIROI_ORDERS=$(for v in $VARIANTS; do case $v in kairoi_*) printf 'orders_%s ' "$v" ;; esac; done)
+
+# median of the arguments (numbers)
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+minimum() { printf '%s\n' "$@" | sort -g | head -1; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+# fdiv A B [FORMAT [SCALE]]: A * SCALE / B
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" -v s="${4:-1}" 'BEGIN {if (b > 0) printf f, a*s/b; else print "n/a"}'; }
+cpu_seconds() {
+	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+broken() { fail "$*"; finish; exit 1; }
+sql() { psql_at P postgres -c "$1"; }
+worker_connected() { [ "$(sql "SELECT state FROM kairoi_status()")" = connected ]; }
+
+# rotate N WORDS...: the words, starting from the (N mod count)-th
+rotate() {
+	local n=$1
+	shift
+	local words=("$@") i
+	for ((i = 0; i < ${#words[@]}; i++)); do
+		printf '%s ' "${words[$(((i + n) % ${#words[@]}))]}"
+	done
+}
+
+# The trigger body of each plpgsql variant
+trigger_body() {
+	case $1 in
+	plain_upsert)
+		echo "INSERT INTO reminders_plain VALUES ('order.' || NEW.id, NEW.placed_at + interval '1 day')
+			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at;" ;;
+	kairoi_plpgsql)
+		echo "PERFORM kairoi_job_set('order.' || NEW.id, NEW.placed_at + interval '1 day');" ;;
+	empty_trigger)
+		echo "" ;;
+	c_noop)
+		echo "PERFORM pg_catalog.num_nulls('order.' || NEW.id, NEW.placed_at + interval '1 day');" ;;
+	outbox_copy)
+		echo "INSERT INTO bench_outbox AS o (kind, identifier, arguments)
+			VALUES ('j', 'order.' || NEW.id, ARRAY[(NEW.placed_at + interval '1 day')::text])
+			ON CONFLICT (kind, identifier) DO UPDATE
+			SET arguments = excluded.arguments, version = excluded.version,
+				updated_at = excluded.updated_at, attempts = 0,
+				next_attempt_at = NULL, last_error = NULL;" ;;
+	esac
+}
+
+setup_schema() {
+	local v
+	sql "CREATE TABLE reminders_plain (job text PRIMARY KEY, at timestamptz);
+		CREATE TABLE bench_outbox (LIKE kairoi.outbox INCLUDING DEFAULTS INCLUDING INDEXES);" ||
+		return 1
+	local range=0
+	for v in $VARIANTS; do
+		# Each variant's ids in a range of their own (same length): the
+		# jobs of two kairoi variants must not share identifiers
+		range=$((range + 1))
+		sql "CREATE TABLE orders_$v (id bigserial PRIMARY KEY,
+				placed_at timestamptz NOT NULL DEFAULT now());
+			ALTER SEQUENCE orders_${v}_id_seq RESTART WITH ${range}000000000001" || return 1
+		if [ "$v" = kairoi_c_trigger ]; then
+			sql "CREATE TRIGGER schedule AFTER INSERT ON orders_$v FOR EACH ROW
+				EXECUTE FUNCTION kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')" || return 1
+		else
+			sql "CREATE FUNCTION trig_$v() RETURNS trigger LANGUAGE plpgsql AS \$\$
+				BEGIN $(trigger_body "$v") RETURN NULL; END \$\$;
+				CREATE TRIGGER schedule AFTER INSERT ON orders_$v FOR EACH ROW
+				EXECUTE FUNCTION trig_$v()" || return 1
+		fi
+		echo "INSERT INTO orders_$v DEFAULT VALUES;" >"$WORK/$v.sql"
+	done
+	# Set-based cases
+	sql "CREATE TABLE bulk_orders_plain (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL);
+		CREATE TABLE bulk_orders_kairoi (LIKE bulk_orders_plain INCLUDING ALL);
+		CREATE FUNCTION bulk_plain() RETURNS trigger LANGUAGE plpgsql AS \$\$
+		BEGIN
+			INSERT INTO reminders_plain
+			SELECT 'order.' || id, placed_at + interval '1 day' FROM new_rows
+			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at;
+			RETURN NULL;
+		END \$\$;
+		CREATE FUNCTION bulk_kairoi() RETURNS trigger LANGUAGE plpgsql AS \$\$
+		BEGIN
+			PERFORM kairoi_job_set_many(array_agg('order.' || id), array_agg(placed_at + interval '1 day'))
+			FROM new_rows;
+			RETURN NULL;
+		END \$\$;
+		CREATE TRIGGER schedule AFTER INSERT ON bulk_orders_plain
+			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION bulk_plain();
+		CREATE TRIGGER schedule AFTER INSERT ON bulk_orders_kairoi
+			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION bulk_kairoi();"
+}
+
+# Empty the tables a run writes, outside the timed part.  With the server
+# down the outbox is emptied too, so every run starts from the same state.
+reset_tables() {
+	local outbox=""
+	[ "$1" = down ] && outbox=", kairoi.outbox"
+	sql "TRUNCATE reminders_plain, bench_outbox, bulk_orders_plain, bulk_orders_kairoi$outbox;
+		CHECKPOINT" >/dev/null
+}
+
+# pgbench_tps VARIANT CLIENTS
+pgbench_tps() {
+	"$PGBIN/pgbench" -n -h "$P_HOST" -p "$P_PORT" -U postgres -c "$2" -j "$2" \
+		-T "$DURATION" -f "$WORK/$1.sql" postgres 2>&1 |
+		awk '/^tps = / {print $3; exit}'
+}
+
+# Part 1 for one server state: fills TPS_<state>_<clients>_<variant>
+run_triggers() {
+	local state=$1 clients round v tps wpid cpu0 cpu1
+	for clients in $CLIENTS; do
+		for round in $(seq 1 "$ROUNDS"); do
+			reset_tables "$state"
+			# shellcheck disable=SC2046,SC2086
+			for v in $(rotate "$round" $VARIANTS); do
+				wpid=$(worker_pid P postgres)
+				cpu0=$(cpu_seconds "${wpid:-0}")
+				tps=$(pgbench_tps "$v" "$clients")
+				cpu1=$(cpu_seconds "${wpid:-0}")
+				if [ -z "$tps" ]; then
+					fail "pgbench ran $v at $clients clients (server $state)"
+					continue
+				fi
+				local var="TPS_${state}_${clients}_${v}" cvar="CPU_${state}_${clients}_${v}"
+				printf -v "$var" '%s' "${!var:-} $tps"
+				printf -v "$cvar" '%s' "${!cvar:-} $(awk -v a="$cpu0" -v b="$cpu1" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * (b - a) / d}')"
+				printf '  server %-4s clients %d round %d %-17s %8.0f tps\n' \
+					"$state" "$clients" "$round" "$v" "$tps"
+			done
+		done
+	done
+}
+
+report_triggers() {
+	local state=$1 clients v var cvar base med
+	for clients in $CLIENTS; do
+		var="TPS_${state}_${clients}_plain_upsert"
+		# shellcheck disable=SC2086
+		base=$(median ${!var:-0})
+		echo
+		echo "server $state, $clients client(s), $ROUNDS rounds of ${DURATION}s:"
+		printf '| %-17s | %9s | %9s | %9s | %5s | %10s |\n' variant "median tps" min max ratio "worker CPU"
+		for v in $VARIANTS; do
+			var="TPS_${state}_${clients}_${v}"
+			cvar="CPU_${state}_${clients}_${v}"
+			[ -n "${!var:-}" ] || continue
+			# shellcheck disable=SC2086
+			med=$(median ${!var})
+			# shellcheck disable=SC2086
+			printf '| %-17s | %9.0f | %9.0f | %9.0f | %5s | %9s%% |\n' "$v" "$med" \
+				"$(minimum ${!var})" "$(maximum ${!var})" "$(fdiv "$med" "$base")" \
+				"$(median ${!cvar})"
+			if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+				# shellcheck disable=SC2086
+				printf '%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\n' "$state" "$clients" "$v" \
+					"$med" "$(minimum ${!var})" "$(maximum ${!var})" \
+					"$(echo ${!var} | wc -w)" "$(fdiv "$med" "$base" %.3f)" \
+					>>"$BENCH_RESULTS_DIR/enqueue.tsv"
+			fi
+		done
+	done
+}
+
+# The SQL of each set-based case, for SET_ROWS rows
+set_case_sql() {
+	local rows="generate_series(1, $SET_ROWS) AS g"
+	case $1 in
+	plain_insert_select)
+		echo "INSERT INTO reminders_plain SELECT 'order.' || g, now() + interval '1 day' FROM $rows
+			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at" ;;
+	outbox_copy_insert_select)
+		echo "INSERT INTO bench_outbox AS o (kind, identifier, arguments)
+			SELECT 'j', 'order.' || g, ARRAY[(now() + interval '1 day')::text] FROM $rows
+			ON CONFLICT (kind, identifier) DO UPDATE
+			SET arguments = excluded.arguments, version = excluded.version,
+				updated_at = excluded.updated_at, attempts = 0,
+				next_attempt_at = NULL, last_error = NULL" ;;
+	kairoi_select)
+		echo "SELECT count(kairoi_job_set('order.' || g, now() + interval '1 day')) FROM $rows" ;;
+	kairoi_array)
+		echo "SELECT kairoi_job_set_many(array_agg('order.' || g), array_agg(now() + interval '1 day')) FROM $rows" ;;
+	plain_statement_trigger)
+		echo "INSERT INTO bulk_orders_plain SELECT g, now() FROM $rows" ;;
+	kairoi_statement_trigger)
+		echo "INSERT INTO bulk_orders_kairoi SELECT g, now() FROM $rows" ;;
+	esac
+}
+
+# Milliseconds one statement takes, as psql's \timing measures it
+timed_ms() {
+	psql_at P postgres -c '\timing on' -c "$1" | awk '/^Time: / {print $2}' | tail -1
+}
+
+run_sets() {
+	local round c ms var target
+	for round in $(seq 1 "$SET_ROUNDS"); do
+		# shellcheck disable=SC2046,SC2086
+		for c in $(rotate "$round" $SET_CASES); do
+			reset_tables down
+			ms=$(timed_ms "$(set_case_sql "$c")")
+			case $c in
+			plain*) target=reminders_plain ;;
+			outbox_copy*) target=bench_outbox ;;
+			*) target=kairoi.outbox ;;
+			esac
+			if [ -z "$ms" ] || [ "$(sql "SELECT count(*) FROM $target")" != "$SET_ROWS" ]; then
+				fail "set-based case $c wrote $SET_ROWS rows into $target (round $round)"
+				continue
+			fi
+			var="ROWS_$c"
+			printf -v "$var" '%s' "${!var:-} $(fdiv "$SET_ROWS" "$ms" '%.0f' 1000)"
+			printf '  round %d %-25s %9.1f ms\n' "$round" "$c" "$ms"
+		done
+	done
+	for c in $SET_CASES; do
+		var="ROWS_$c"
+		# shellcheck disable=SC2086
+		check "set-based case $c ran $SET_ROUNDS rounds" "$SET_ROUNDS" "$(echo ${!var:-} | wc -w)"
+	done
+}
+
+report_sets() {
+	local c var med base
+	var=ROWS_plain_insert_select
+	# shellcheck disable=SC2086
+	base=$(median ${!var:-0})
+	echo
+	echo "set-based, $SET_ROWS rows, server down, $SET_ROUNDS rounds:"
+	printf '| %-25s | %12s | %12s | %12s | %5s |\n' case "median rows/s" min max ratio
+	for c in $SET_CASES; do
+		var="ROWS_$c"
+		[ -n "${!var:-}" ] || continue
+		# shellcheck disable=SC2086
+		med=$(median ${!var})
+		# shellcheck disable=SC2086
+		printf '| %-25s | %12.0f | %12.0f | %12.0f | %5s |\n' "$c" "$med" \
+			"$(minimum ${!var})" "$(maximum ${!var})" "$(fdiv "$med" "$base")"
+		if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+			# shellcheck disable=SC2086
+			printf '%s\t%.0f\t%.0f\t%.0f\t%s\t%s\n' "$c" "$med" "$(minimum ${!var})" \
+				"$(maximum ${!var})" "$(echo ${!var} | wc -w)" "$(fdiv "$med" "$base" %.3f)" \
+				>>"$BENCH_RESULTS_DIR/enqueue_set.tsv"
+		fi
+	done
+	# Like for like: each kairoi case against the plain one of its shape
+	set_ratio kairoi_array outbox_copy_insert_select
+	set_ratio kairoi_statement_trigger plain_statement_trigger
+}
+
+# set_ratio CASE BASE: one more ratio line of the set-based report
+set_ratio() {
+	local a="ROWS_$1" b="ROWS_$2"
+	[ -n "${!a:-}" ] && [ -n "${!b:-}" ] || return 0
+	# shellcheck disable=SC2086
+	echo "$1 / $2: $(fdiv "$(median ${!a})" "$(median ${!b})")"
+}
+
+if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+	mkdir -p "$BENCH_RESULTS_DIR"
+	printf 'server\tclients\tvariant\tmedian_tps\tmin_tps\tmax_tps\trounds\tratio\n' \
+		>"$BENCH_RESULTS_DIR/enqueue.tsv"
+	printf 'case\tmedian_rows_per_s\tmin_rows_per_s\tmax_rows_per_s\trounds\tratio\n' \
+		>"$BENCH_RESULTS_DIR/enqueue_set.tsv"
+fi
+
+WORK=$(make_temp_dir)
+start_server S || broken "start the test server"
+start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+sql "CREATE EXTENSION kairoi" >/dev/null || broken "CREATE EXTENSION"
+setup_schema >/dev/null || broken "create the benchmark tables and triggers"
+wait_for "worker" 30 worker_is_up P postgres || broken "worker running"
+echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $("$PGBIN/postgres" --version)"
+
+for state in $SERVER_STATES; do
+	if [ "$state" = down ]; then
+		kill_server S
+	else
+		# Count, at the end, what the kairoi variants of this state scheduled
+		# shellcheck disable=SC2086
+		sql "TRUNCATE kairoi.outbox $(printf ', %s' $KAIROI_ORDERS)" >/dev/null
+		restart_server S || broken "restart the test server"
+		$KCTL --port "$S_CPORT" reset >/dev/null
+		wait_for "worker connected" 30 worker_connected || broken "worker connects"
+	fi
+	echo "server $state:"
+	run_triggers "$state"
+	if [ "$state" = up ]; then
+		# Everything the kairoi variants scheduled reaches the server
+		sql "SELECT kairoi_flush('300s')" >/dev/null
+		check "server up: outbox drained after the runs" 0 \
+			"$(sql "SELECT count(*) FROM kairoi.outbox")"
+		# shellcheck disable=SC2086
+		check "server up: the server stores every job the kairoi variants scheduled" \
+			"$(sql "SELECT 0 $(printf ' + (SELECT count(*) FROM %s)' $KAIROI_ORDERS)")" \
+			"$($KCTL --port "$S_CPORT" count-jobs)"
+	fi
+done
+
+for state in $SERVER_STATES; do
+	for clients in $CLIENTS; do
+		for v in $VARIANTS; do
+			var="TPS_${state}_${clients}_${v}"
+			# shellcheck disable=SC2086
+			check "server $state, $clients client(s): $v ran $ROUNDS rounds" "$ROUNDS" \
+				"$(echo ${!var:-} | wc -w)"
+		done
+	done
+done
+
+kill_server S
+echo "set-based:"
+run_sets
+
+for state in $SERVER_STATES; do
+	report_triggers "$state"
+done
+report_sets
+echo
+finish
