@@ -25,8 +25,10 @@ PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-declarations
 
-# Bitcode for JIT would be built by clang, which ignores PG_CFLAGS
-with_llvm = no
+# Bitcode for JIT would be built by clang, which ignores PG_CFLAGS.
+# "override": PGXS's Makefile.global, included below, sets with_llvm = yes
+# and a plain assignment here would lose to it.
+override with_llvm = no
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
