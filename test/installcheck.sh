@@ -1,0 +1,143 @@
+#!/bin/bash
+# test/installcheck.sh: `make installcheck`, the pg_regress suites against
+# a running server the user already has (PGHOST, PGPORT, PGUSER as for
+# psql; the role must be a superuser: the extension needs one).
+#
+# Which tests run depends on what the server offers:
+# - a delivery worker serving the regression database (kairoi preloaded,
+#   the settings of test/installcheck.conf, kairoi.server a loopback
+#   address): starts the project's test server on that address and runs
+#   REGRESS, the tests that need a worker and a server;
+# - no worker for that database (kairoi not preloaded, or its worker serves
+#   another database): says which tests are skipped and why, then runs
+#   REGRESS_NO_WORKER, which needs neither.
+# A preloaded worker serving the regression database with other settings
+# is an error: it would deliver the tests' entries to kairoi.server.
+#
+# Leaves no setting changed on the server.  The regression database is
+# dropped at the end, so that no worker stays attached to it.
+#
+# Called by the Makefile with PG_CONFIG, REGRESS, REGRESS_NO_WORKER and
+# ISOLATION in the environment.
+set -u
+cd "$(dirname "$0")/.."
+
+DB=kairoi_regression
+PYTHON=${PYTHON:-python3}
+BINDIR=$("$PG_CONFIG" --bindir)
+PG_REGRESS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress"
+SERVER_DIR=
+SERVER_PID=
+
+cleanup() {
+	if [ -n "$SERVER_PID" ]; then
+		kill "$SERVER_PID" 2>/dev/null
+		wait "$SERVER_PID" 2>/dev/null
+	fi
+	[ -n "$SERVER_DIR" ] && rm -rf "$SERVER_DIR"
+}
+trap cleanup EXIT
+
+# query SQL: one value from the server (database postgres)
+query() {
+	"$BINDIR/psql" -X -A -t -q -v ON_ERROR_STOP=1 -d postgres -c "$1"
+}
+
+skip() {
+	echo "installcheck: SKIPPED (need a delivery worker and the Kairoi test server): $REGRESS $ISOLATION"
+	echo "installcheck:   because $1"
+	echo "installcheck:   to run them, see README.md, \"Running the tests against your own server\""
+}
+
+# The settings of test/installcheck.conf that differ on the server, one
+# "name = wanted (server: actual)" per line
+differing_settings() {
+	local name value actual
+	while IFS= read -r line; do
+		[[ $line =~ ^([a-z_.]+)\ =\ \'?([^\']*)\'?$ ]] || continue
+		name=${BASH_REMATCH[1]}
+		value=${BASH_REMATCH[2]}
+		[ "$name" = shared_preload_libraries ] && continue
+		actual=$(query "SELECT setting FROM pg_settings WHERE name = '$name'")
+		[ "$actual" = "$value" ] || echo "$name = $value (server: ${actual:-unset})"
+	done <test/installcheck.conf
+}
+
+# start_test_server HOST PORT: the project's Kairoi test server where the
+# worker connects; sets KCTL and KSERVER for the tests
+start_test_server() {
+	local host=$1 port=$2 cport
+	SERVER_DIR=$(mktemp -d)
+	cport=$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	$PYTHON test/kairoi_server.py --host "$host" --port "$port" --control-port "$cport" \
+		--data "$SERVER_DIR" --pidfile "$SERVER_DIR/server.pid" >"$SERVER_DIR/server.log" 2>&1 &
+	SERVER_PID=$!
+	for _ in $(seq 1 250); do
+		[ -s "$SERVER_DIR/server.pid" ] && break
+		kill -0 "$SERVER_PID" 2>/dev/null || break
+		sleep 0.02
+	done
+	if [ ! -s "$SERVER_DIR/server.pid" ]; then
+		echo "installcheck: could not start the test server on $host:$port (kairoi.server):" >&2
+		cat "$SERVER_DIR/server.log" >&2
+		return 1
+	fi
+	export KCTL="$PYTHON $PWD/test/kairoi_ctl.py --port $cport"
+	export KSERVER="$PYTHON $PWD/test/server_to_csv.py --port $cport"
+}
+
+# run_regress TESTS...: pg_regress creates the database afresh
+run_regress() {
+	# shellcheck disable=SC2086  # EXTRA_REGRESS_OPTS is a list of options
+	"$PG_REGRESS" --inputdir=. --bindir="$BINDIR" --dbname="$DB" \
+		${EXTRA_REGRESS_OPTS:-} "$@"
+	local rc=$?
+	query "DROP DATABASE IF EXISTS $DB" >/dev/null || rc=1
+	return $rc
+}
+
+query "SELECT 1" >/dev/null || {
+	echo "installcheck: cannot connect to the server (set PGHOST, PGPORT, PGUSER)" >&2
+	exit 1
+}
+
+preloaded=$(query "SELECT 'kairoi' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))")
+if [ "$preloaded" != t ]; then
+	skip "kairoi is not in the server's shared_preload_libraries"
+	run_regress $REGRESS_NO_WORKER
+	exit
+fi
+
+served=$(query "SELECT current_setting('kairoi.database')")
+if [ "$served" != "$DB" ]; then
+	skip "the server's worker serves database \"$served\", not \"$DB\" (kairoi.database)"
+	run_regress $REGRESS_NO_WORKER
+	exit
+fi
+
+# The worker will serve the regression database: its entries must reach
+# the test server and nothing else
+differing=$(differing_settings)
+if [ -n "$differing" ]; then
+	echo "installcheck: the worker serves \"$DB\" but the server's settings differ from test/installcheck.conf:" >&2
+	echo "$differing" | sed 's/^/installcheck:   /' >&2
+	exit 1
+fi
+address=$(query "SELECT current_setting('kairoi.server')")
+host=${address%:*}
+port=${address##*:}
+host=${host#[}
+host=${host%]}
+case "$host" in
+127.0.0.1 | localhost | ::1) ;;
+*)
+	echo "installcheck: kairoi.server = '$address' is not a loopback address: the tests" \
+		"would send their jobs there; set it to 127.0.0.1 and a free port" >&2
+	exit 1
+	;;
+esac
+start_test_server "$host" "$port" || exit 1
+echo "installcheck: Kairoi test server on $address (kairoi.server)"
+echo "installcheck: SKIPPED $ISOLATION: isolation specs drive the test server with COPY ... PROGRAM" \
+	"from the server's environment; test/regress.sh runs them"
+run_regress $REGRESS
