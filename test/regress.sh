@@ -21,9 +21,8 @@ cp test/kairoi_ctl.py test/server_to_csv.py "$TOOLS"/
 export KCTL="$PYTHON $TOOLS/kairoi_ctl.py --port $SRV_CPORT"
 export KSERVER="$PYTHON $TOOLS/server_to_csv.py --port $SRV_CPORT"
 
-start_cluster PG "$SRV_PORT" "$DB" "kairoi.max_attempts = 3
-kairoi.request_timeout = 2000
-max_prepared_transactions = 2" || exit 1
+# The settings the expected output assumes, as for make installcheck
+start_cluster PG "$SRV_PORT" "$DB" "$(cat test/installcheck.conf)" || exit 1
 psql_at PG postgres -c "CREATE DATABASE $DB" || exit 1
 
 export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=postgres
