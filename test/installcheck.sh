@@ -7,7 +7,9 @@
 # - a delivery worker serving the regression database (kairoi preloaded,
 #   the settings of test/installcheck.conf, kairoi.server a loopback
 #   address): starts the project's test server on that address and runs
-#   REGRESS, the tests that need a worker and a server;
+#   REGRESS and ISOLATION, the tests that need a worker and a server (the
+#   isolation specs reach the test server with COPY ... PROGRAM: the server
+#   must run on this machine);
 # - no worker for that database (kairoi not preloaded, or its worker serves
 #   another database): says which tests are skipped and why, then runs
 #   REGRESS_NO_WORKER, which needs neither.
@@ -23,9 +25,12 @@ set -u
 cd "$(dirname "$0")/.."
 
 DB=kairoi_regression
-PYTHON=${PYTHON:-python3}
+# The system's python3 first: the server's OS user runs it too
+PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 BINDIR=$("$PG_CONFIG" --bindir)
-PG_REGRESS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress"
+PGXS_DIR=$("$PG_CONFIG" --pkglibdir)/pgxs
+PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress"
+PG_ISOLATION_REGRESS="$PGXS_DIR/src/test/isolation/pg_isolation_regress"
 SERVER_DIR=
 SERVER_PID=
 
@@ -64,10 +69,13 @@ differing_settings() {
 }
 
 # start_test_server HOST PORT: the project's Kairoi test server where the
-# worker connects; sets KCTL and KSERVER for the tests
+# worker connects; sets KCTL and KSERVER for the tests, with copies of the
+# tools that the server's OS user can run too
 start_test_server() {
 	local host=$1 port=$2 cport
 	SERVER_DIR=$(mktemp -d)
+	chmod 755 "$SERVER_DIR"
+	cp test/kairoi_ctl.py test/server_to_csv.py "$SERVER_DIR"/
 	cport=$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	$PYTHON test/kairoi_server.py --host "$host" --port "$port" --control-port "$cport" \
 		--data "$SERVER_DIR" --pidfile "$SERVER_DIR/server.pid" >"$SERVER_DIR/server.log" 2>&1 &
@@ -82,8 +90,8 @@ start_test_server() {
 		cat "$SERVER_DIR/server.log" >&2
 		return 1
 	fi
-	export KCTL="$PYTHON $PWD/test/kairoi_ctl.py --port $cport"
-	export KSERVER="$PYTHON $PWD/test/server_to_csv.py --port $cport"
+	export KCTL="$PYTHON $SERVER_DIR/kairoi_ctl.py --port $cport"
+	export KSERVER="$PYTHON $SERVER_DIR/server_to_csv.py --port $cport"
 }
 
 # run_regress TESTS...: pg_regress creates the database afresh
@@ -91,9 +99,20 @@ run_regress() {
 	# shellcheck disable=SC2086  # EXTRA_REGRESS_OPTS is a list of options
 	"$PG_REGRESS" --inputdir=. --bindir="$BINDIR" --dbname="$DB" \
 		${EXTRA_REGRESS_OPTS:-} "$@"
-	local rc=$?
-	query "DROP DATABASE IF EXISTS $DB" >/dev/null || rc=1
-	return $rc
+}
+
+# run_isolation TESTS...: in the database run_regress made, after it (a
+# failing REGRESS does not skip them, unlike PGXS's installcheck)
+run_isolation() {
+	query "ALTER DATABASE $DB SET kairoi_test.kserver = '$KSERVER'" >/dev/null &&
+		query "ALTER DATABASE $DB SET kairoi_test.kctl = '$KCTL'" >/dev/null || return 1
+	# shellcheck disable=SC2086  # EXTRA_REGRESS_OPTS is a list of options
+	"$PG_ISOLATION_REGRESS" --inputdir=. --outputdir=output_iso --bindir="$BINDIR" \
+		--use-existing --dbname="$DB" ${EXTRA_REGRESS_OPTS:-} "$@"
+}
+
+drop_database() {
+	query "DROP DATABASE IF EXISTS $DB" >/dev/null
 }
 
 query "SELECT 1" >/dev/null || {
@@ -105,14 +124,18 @@ preloaded=$(query "SELECT 'kairoi' = ANY (string_to_array(replace(current_settin
 if [ "$preloaded" != t ]; then
 	skip "kairoi is not in the server's shared_preload_libraries"
 	run_regress $REGRESS_NO_WORKER
-	exit
+	rc=$?
+	drop_database || rc=1
+	exit $rc
 fi
 
 served=$(query "SELECT current_setting('kairoi.database')")
 if [ "$served" != "$DB" ]; then
 	skip "the server's worker serves database \"$served\", not \"$DB\" (kairoi.database)"
 	run_regress $REGRESS_NO_WORKER
-	exit
+	rc=$?
+	drop_database || rc=1
+	exit $rc
 fi
 
 # The worker will serve the regression database: its entries must reach
@@ -138,6 +161,8 @@ case "$host" in
 esac
 start_test_server "$host" "$port" || exit 1
 echo "installcheck: Kairoi test server on $address (kairoi.server)"
-echo "installcheck: SKIPPED $ISOLATION: isolation specs drive the test server with COPY ... PROGRAM" \
-	"from the server's environment; test/regress.sh runs them"
 run_regress $REGRESS
+rc=$?
+run_isolation $ISOLATION || rc=1
+drop_database || rc=1
+exit $rc

@@ -7,7 +7,8 @@
 # 2. Preloaded, the worker serving another database: the same.
 # 3. Preloaded with test/installcheck.conf and kairoi.server on a free
 #    loopback port: the test server is started there, every worker test
-#    runs and passes, and the test server is stopped afterwards.
+#    runs and passes (the isolation spec too), and the test server is
+#    stopped afterwards.
 # 4. Preloaded for the regression database but kairoi.server elsewhere:
 #    refused, nothing runs (the jobs would go to that server).
 # Each run leaves no database and no setting behind.
@@ -49,7 +50,7 @@ leaves_nothing() {
 		"$(grep -vc '^#' "$(eval echo "\$${1}_DIR")/data/postgresql.auto.conf")"
 }
 
-WORKER_TESTS=$(make -s print-REGRESS)
+WORKER_TESTS="$(make -s print-REGRESS) $(make -s print-ISOLATION)"
 
 # 1. Without shared_preload_libraries
 hand_cluster PLAIN "" || exit 1
