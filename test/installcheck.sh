@@ -22,7 +22,7 @@
 # Called by the Makefile with PG_CONFIG, REGRESS, REGRESS_NO_WORKER and
 # ISOLATION in the environment.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 DB=kairoi_regression
 # The system's python3 first: the server's OS user runs it too
@@ -42,6 +42,7 @@ cleanup() {
 	[ -n "$SERVER_DIR" ] && rm -rf "$SERVER_DIR"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 # query SQL: one value from the server (database postgres)
 query() {

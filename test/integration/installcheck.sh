@@ -14,7 +14,7 @@
 # Each run leaves no database and no setting behind.
 set -u
 source "$(dirname "$0")/../lib.sh"
-cd "$KAIROI_ROOT"
+cd "$KAIROI_ROOT" || exit 1
 
 # hand_cluster PREFIX CONFIG_LINES: initdb, postgresql.conf, pg_ctl start
 hand_cluster() {
