@@ -4,17 +4,25 @@
 # psql; the role must be a superuser: the extension needs one).
 #
 # Which tests run depends on what the server offers:
-# - a delivery worker serving the regression database (kairoi preloaded,
-#   the settings of test/installcheck.conf, kairoi.server a loopback
-#   address): starts the project's test server on that address and runs
-#   REGRESS and ISOLATION, the tests that need a worker and a server (the
-#   isolation specs reach the test server with COPY ... PROGRAM: the server
-#   must run on this machine);
-# - no worker for that database (kairoi not preloaded, or its worker serves
-#   another database): says which tests are skipped and why, then runs
-#   REGRESS_NO_WORKER, which needs neither.
-# A preloaded worker serving the regression database with other settings
-# is an error: it would deliver the tests' entries to kairoi.server.
+# - kairoi not preloaded: no worker can run; says which tests are skipped
+#   and why, then runs REGRESS_NO_WORKER, which needs neither a worker nor a
+#   Kairoi server.
+# - preloaded, kairoi.server settable per database (ALTER DATABASE ... SET,
+#   kairoi 1.1: every database with the extension has a worker): starts the
+#   project's test server on a free loopback port and points the regression
+#   database at it.  With the settings of test/installcheck.conf, runs
+#   REGRESS and ISOLATION, the tests that need a worker and a server;
+#   otherwise says why they are skipped and runs REGRESS_NO_WORKER, the
+#   test server refusing connections so that nothing is delivered.
+# - preloaded, one worker for the database kairoi.database (kairoi.server
+#   cluster-wide): with the settings of test/installcheck.conf and
+#   kairoi.server a loopback address, starts the test server there and runs
+#   REGRESS and ISOLATION; if the worker serves another database, says why
+#   they are skipped and runs REGRESS_NO_WORKER.  A worker serving the
+#   regression database with other settings is an error: it would deliver
+#   the tests' entries to kairoi.server.
+# The isolation specs reach the test server with COPY ... PROGRAM: the
+# server must run on this machine.
 #
 # Leaves no setting changed on the server.  The regression database is
 # dropped at the end, so that no worker stays attached to it.
@@ -91,25 +99,38 @@ start_test_server() {
 		cat "$SERVER_DIR/server.log" >&2
 		return 1
 	fi
+	TEST_SERVER_PORT=$port
 	export KCTL="$PYTHON $SERVER_DIR/kairoi_ctl.py --port $cport"
 	export KSERVER="$PYTHON $SERVER_DIR/server_to_csv.py --port $cport"
 }
 
-# run_regress TESTS...: pg_regress creates the database afresh
+# run_regress [--use-existing] TESTS...: pg_regress makes the database
+# afresh, unless told to use the one create_database made
 run_regress() {
 	# shellcheck disable=SC2086  # EXTRA_REGRESS_OPTS is a list of options
 	"$PG_REGRESS" --inputdir=. --bindir="$BINDIR" --dbname="$DB" \
 		${EXTRA_REGRESS_OPTS:-} "$@"
 }
 
-# run_isolation TESTS...: in the database run_regress made, after it (a
-# failing REGRESS does not skip them, unlike PGXS's installcheck)
+# run_isolation TESTS...: in the database the regression tests used, after
+# them (a failing REGRESS does not skip them, unlike PGXS's installcheck)
 run_isolation() {
 	query "ALTER DATABASE $DB SET kairoi_test.kserver = '$KSERVER'" >/dev/null &&
 		query "ALTER DATABASE $DB SET kairoi_test.kctl = '$KCTL'" >/dev/null || return 1
 	# shellcheck disable=SC2086  # EXTRA_REGRESS_OPTS is a list of options
 	"$PG_ISOLATION_REGRESS" --inputdir=. --outputdir=output_iso --bindir="$BINDIR" \
 		--use-existing --dbname="$DB" ${EXTRA_REGRESS_OPTS:-} "$@"
+}
+
+# create_database SETTING...: the database as pg_regress makes it, with
+# these settings too ("name TO value"), before anything connects to it
+create_database() {
+	local setting
+	drop_database && query "CREATE DATABASE $DB TEMPLATE template0" >/dev/null || return 1
+	for setting in "lc_messages TO 'C'" "lc_monetary TO 'C'" "lc_numeric TO 'C'" \
+		"lc_time TO 'C'" "bytea_output TO 'hex'" "timezone_abbreviations TO 'Default'" "$@"; do
+		query "ALTER DATABASE $DB SET $setting" >/dev/null || return 1
+	done
 }
 
 drop_database() {
@@ -126,6 +147,29 @@ if [ "$preloaded" != t ]; then
 	skip "kairoi is not in the server's shared_preload_libraries"
 	run_regress $REGRESS_NO_WORKER
 	rc=$?
+	drop_database || rc=1
+	exit $rc
+fi
+
+per_database=$(query "SELECT context = 'superuser' FROM pg_settings WHERE name = 'kairoi.server'")
+if [ "$per_database" = t ]; then
+	# The regression database's worker talks to the test server only
+	start_test_server 127.0.0.1 "$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" || exit 1
+	server="kairoi.server TO '127.0.0.1:$TEST_SERVER_PORT'"
+	differing=$(differing_settings | grep -v '^kairoi\.database ')
+	if [ -n "$differing" ]; then
+		skip "the server's settings differ from test/installcheck.conf: $(echo "$differing" | paste -sd ';')"
+		$KCTL fault refuse=true >/dev/null || exit 1
+		create_database "$server" || exit 1
+		run_regress --use-existing $REGRESS_NO_WORKER
+		rc=$?
+	else
+		echo "installcheck: Kairoi test server on 127.0.0.1:$TEST_SERVER_PORT (kairoi.server of $DB)"
+		create_database "$server" || exit 1
+		run_regress --use-existing $REGRESS
+		rc=$?
+		run_isolation $ISOLATION || rc=1
+	fi
 	drop_database || rc=1
 	exit $rc
 fi
