@@ -16,19 +16,26 @@ EXTENSION = kairoi
 DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql
 PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 
+# Tests that need a delivery worker and the Kairoi test server
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
 	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers \
 	kairoi_job_trigger kairoi_job_set_many kairoi_search_path
-REGRESS_OPTS = --use-existing --dbname=kairoi_regression
 ISOLATION = kairoi_concurrent
-ISOLATION_OPTS = --use-existing --dbname=kairoi_regression
+# What `make installcheck` runs when the server has no worker for the
+# regression database
+REGRESS_NO_WORKER = kairoi_queue
+# PGXS's installcheck cannot choose its tests by what the server offers,
+# nor start the test server: test/installcheck.sh does both
+NO_INSTALLCHECK = 1
 
 PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-declarations
 
-# Bitcode for JIT would be built by clang, which ignores PG_CFLAGS
-with_llvm = no
+# Bitcode for JIT would be built by clang, which ignores PG_CFLAGS.
+# "override": PGXS's Makefile.global, included below, sets with_llvm = yes
+# and a plain assignment here would lose to it.
+override with_llvm = no
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -37,6 +44,11 @@ include $(PGXS)
 # PGXS tracks no header dependencies: a struct changed in a header must
 # rebuild every object, or they disagree on its layout in shared memory.
 $(OBJS): $(wildcard src/*.h)
+
+installcheck:
+	PG_CONFIG='$(PG_CONFIG)' REGRESS='$(REGRESS)' ISOLATION='$(ISOLATION)' \
+		REGRESS_NO_WORKER='$(REGRESS_NO_WORKER)' test/installcheck.sh
+.PHONY: installcheck
 
 # Used by test/regress.sh to read the test lists above
 print-%:

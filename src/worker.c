@@ -690,6 +690,7 @@ reload_configuration(Worker *w)
 						w->server, kairoi_server)));
 		if (connection_is_open(&w->conn))
 			disconnect(w, "kairoi.server changed", false);
+		w->reconnect_at = GetCurrentTimestamp();
 		w->failures = 0;
 		w->logged_backoff_ms = 0;
 		strlcpy(w->server, kairoi_server, sizeof(w->server));

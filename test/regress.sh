@@ -14,17 +14,20 @@ DB=kairoi_regression
 start_server SRV || exit 1
 
 # Used by the tests through psql's \! and \copy ... FROM PROGRAM, and by the
-# isolation specs through COPY ... PROGRAM, which the server runs as the
-# postgres user: hence copies in a directory it can read.
+# isolation specs through COPY ... PROGRAM (kairoi_test.kserver and .kctl
+# below), which the server runs as the postgres user: hence copies in a
+# directory it can read.
 TOOLS=$(make_temp_dir)
 cp test/kairoi_ctl.py test/server_to_csv.py "$TOOLS"/
 export KCTL="$PYTHON $TOOLS/kairoi_ctl.py --port $SRV_CPORT"
 export KSERVER="$PYTHON $TOOLS/server_to_csv.py --port $SRV_CPORT"
 
-start_cluster PG "$SRV_PORT" "$DB" "kairoi.max_attempts = 3
-kairoi.request_timeout = 2000
-max_prepared_transactions = 2" || exit 1
+# The settings the expected output assumes, as for make installcheck
+start_cluster PG "$SRV_PORT" "$DB" "$(cat test/installcheck.conf)" || exit 1
 psql_at PG postgres -c "CREATE DATABASE $DB" || exit 1
+# for the isolation specs, whose COPY ... PROGRAM runs in the server
+psql_at PG postgres -c "ALTER DATABASE $DB SET kairoi_test.kserver = '$KSERVER'" \
+	-c "ALTER DATABASE $DB SET kairoi_test.kctl = '$KCTL'" || exit 1
 
 export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=postgres
 

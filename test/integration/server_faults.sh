@@ -438,7 +438,7 @@ wait_for "worker backs off from B" 30 status_holds \
 	fail "9: the worker did not notice B going away: $(status_line)"
 # the new backoff is in effect: the worker logged the 15 s delay
 wait_for "15 s backoff logged" 30 \
-	bash -c "tail -c +$((LOGSIZE9 + 1)) '$PG_DIR/postgres.log' | grep -q 'sent again after 15000 ms'" ||
+	bash -c "tail -c +$((LOGSIZE9 + 1)) '$PG_DIR/postgres.log' | grep -q 'next attempt in 15000 ms'" ||
 	fail "9: the worker did not back off for 15 s"
 echo "  backing off: $(status_line)"
 commit_jobs s9- 500 9
@@ -496,7 +496,7 @@ kill -CONT "$PID10"
 STORED10=$(server_jobs) # each of them was answered OK before the close
 ATTEMPTS10=$(status connection_attempts)
 wait_for "backoff logged" 30 \
-	bash -c "tail -c +$((LOGSIZE10 + 1)) '$PG_DIR/postgres.log' | grep -q 'sent again after 8000 ms'" ||
+	bash -c "tail -c +$((LOGSIZE10 + 1)) '$PG_DIR/postgres.log' | grep -q 'next attempt in 8000 ms'" ||
 	fail "10: the worker did not back off for 8 s"
 wait_for "acknowledged entries leave the outbox" 5 status_holds \
 	"pending = $N10 - $STORED10 AND connection_attempts = $ATTEMPTS10"
