@@ -19,13 +19,19 @@
 #   f  the upgrade with requests in flight (server stalled) and an
 #      application session connected across it: no lock wait, the role's
 #      grant survives, the session enqueues again, everything delivered
+# Throughout, postgresql.conf keeps kairoi.database and kairoi.window,
+# which 1.1 retired: PostgreSQL starts, each is logged once, and every
+# database with the extension is served.
 # Names no object of the 1.1 script: it must keep passing whatever 1.1 adds.
 set -u
 # shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
 
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" postgres "kairoi.max_attempts = 2" || exit 1
+# postgresql.conf still names the settings 1.1 retired: PostgreSQL starts
+start_cluster PG "$SRV_PORT" postgres "kairoi.max_attempts = 2
+kairoi.database = 'old'
+kairoi.window = 100" || exit 1
 WORK=$(make_temp_dir)
 
 sql() { psql_at PG "$@"; }
@@ -122,6 +128,13 @@ check "a: version 1.0 installed" "1.0" \
 wait_for "the worker of old" 30 worker_is_up PG old && pass "a: a worker serves the 1.0 database" ||
 	fail "a: no worker serves the 1.0 database"
 
+# The 1.0 objects deliver with the current worker
+check "a: kairoi_job_set and kairoi_flush under 1.0" "" \
+	"$(sql old -c "SELECT kairoi_job_set('delivered under 1.0', '2029-01-01 00:00:00+00')" \
+		-c "SELECT kairoi_flush('60 s')")"
+check "a: the server holds that job" "2029-01-01 00:00:00" \
+	"$($KCTL --port "$SRV_CPORT" job 'delivered under 1.0')"
+
 # Failed entries: the server rejects two identifiers (kairoi.max_attempts = 2)
 $KCTL --port "$SRV_CPORT" fault 'error_ids=["failed jöb \"1\"", "failed rule 2"]' >/dev/null
 sql old -c "SELECT kairoi_job_set('failed jöb \"1\"', '2031-01-01 00:00:00+00')" >/dev/null &&
@@ -132,7 +145,7 @@ wait_for "two entries in kairoi_failed" 30 sql_is old 2 "SELECT count(*) FROM ka
 	fail "a: rejected entries not moved to kairoi_failed"
 	sql old -c "SELECT * FROM kairoi_pending" -c "SELECT * FROM kairoi_failed"
 }
-check "a: the server holds nothing yet" "0 0" \
+check "a: the server holds only the delivered job" "1 0" \
 	"$($KCTL --port "$SRV_CPORT" count-jobs) $($KCTL --port "$SRV_CPORT" count-rules)"
 
 # Pending entries, while the server refuses connections: a rule before the
@@ -189,7 +202,7 @@ check "a: the 1.0 views show the queue" "209 2" \
 	"$(sql old -c "SELECT (SELECT count(*) FROM kairoi_pending) || ' ' || (SELECT count(*) FROM kairoi_failed)")"
 check "a: kairoi_status counts them under 1.0" "209|2" \
 	"$(sql old -c "SELECT pending, failed FROM kairoi_status()")"
-check "a: nothing reached the refusing server" "0 0" \
+check "a: nothing reached the refusing server" "1 0" \
 	"$($KCTL --port "$SRV_CPORT" count-jobs) $($KCTL --port "$SRV_CPORT" count-rules)"
 dump_queue old >"$WORK/queue_before"
 pending_json old >"$WORK/pending_before.json"
@@ -217,6 +230,9 @@ wait_for "the worker of old after the upgrade" 30 worker_is_up PG old &&
 # ---------------------------------------------------------------------------
 # c: the upgraded catalog equals a fresh install
 sql fresh -c "CREATE EXTENSION kairoi" || exit 1
+wait_for "the worker of fresh" 30 worker_is_up PG fresh &&
+	pass "c: fresh is served although the retired kairoi.database names old" ||
+	fail "c: no worker in fresh"
 
 # What pg_dump writes that differs between two databases by nature: OIDs,
 # relfrozenxid, the random \restrict key, comments and blank lines; and the
@@ -346,13 +362,15 @@ sql postgres -c "DROP DATABASE restored" || fail "d: DROP DATABASE restored"
 # e: the server answers
 sql old -c "SELECT kairoi_job_set('after the upgrade', '2032-01-01 00:00:00+00')" >/dev/null ||
 	fail "e: kairoi_job_set after the upgrade"
-# what was pending before the upgrade, and that job
-$PYTHON -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])) +
-	[["j", "after the upgrade", ["2032-01-01 00:00:00"]]]))' \
+# what the server must hold: the job delivered under 1.0, what was pending
+# before the upgrade, and that job
+$PYTHON -c 'import json, sys; print(json.dumps([["j", "delivered under 1.0", ["2029-01-01 00:00:00"]]] +
+	json.load(open(sys.argv[1])) + [["j", "after the upgrade", ["2032-01-01 00:00:00"]]]))' \
 	"$WORK/pending_before.json" >"$WORK/pending_all.json"
 $KCTL --port "$SRV_CPORT" fault refuse=false >/dev/null
 check "e: everything pending is acknowledged" "" "$(sql old -c "SELECT kairoi_flush('60 s')")"
-check "e: the server holds exactly the pending entries" "missing 0 wrong 0 unexpected 0" \
+check "e: the server holds exactly the pending entries (and the one delivered under 1.0)" \
+	"missing 0 wrong 0 unexpected 0" \
 	"$(server_diff "$WORK/pending_all.json")"
 check "e: received in seq order" "in seq order" "$(request_order "$WORK/pending_all.json")"
 check "e: the outbox is empty, the failed entries still there" "0|2" \
@@ -427,6 +445,9 @@ check "f: the server holds exactly old's and stalled's entries" "missing 0 wrong
 # the grant made the ACL differ from a fresh install's on purpose
 sql stalled -c "REVOKE EXECUTE ON FUNCTION kairoi_job_set(text, timestamptz) FROM kairoi_upgrade_app" || exit 1
 same_catalog stalled f
+
+check "the retired settings are logged once each" "1 1" \
+	"$(grep -c 'kairoi.database is ignored since kairoi 1.1' "$PG_DIR/postgres.log") $(grep -c 'kairoi.window is ignored since kairoi 1.1' "$PG_DIR/postgres.log")"
 
 stop_postgres PG fast
 finish
