@@ -12,7 +12,8 @@
 #      writes out every member), the members (pg_describe_object), their
 #      privileges and initial privileges, extconfig/extcondition; nothing
 #      is executable or readable by PUBLIC
-#   d  a pg_dump of the upgraded database restores with its queue
+#   d  a pg_dump of the upgraded database restores with its queue, and so
+#      does one taken under 1.0 (upgrading by dump and restore)
 #   e  the server answers: exactly the pending entries reach it, in seq
 #      order; kairoi_retry_failed() requeues the failed ones, delivered
 #      once the server stops rejecting them
@@ -205,6 +206,8 @@ check "a: kairoi_status counts them under 1.0" "209|2" \
 check "a: nothing reached the refusing server" "1 0" \
 	"$($KCTL --port "$SRV_CPORT" count-jobs) $($KCTL --port "$SRV_CPORT" count-rules)"
 dump_queue old >"$WORK/queue_before"
+pg_dump_of -Fc -f "$WORK/old-1.0.dump" old && pass "a: pg_dump under 1.0" ||
+	fail "a: pg_dump under 1.0 failed"
 pending_json old >"$WORK/pending_before.json"
 sql old -c "SELECT json_agg(json_build_array(kind, identifier, arguments) ORDER BY id)
 	FROM kairoi.failed" >"$WORK/failed.json"
@@ -333,30 +336,45 @@ check "c: schema kairoi grants nothing to PUBLIC" "" \
 		WHERE n.nspname = 'kairoi' AND a.grantee = 0")"
 
 # ---------------------------------------------------------------------------
-# d: a pg_dump of the upgraded database restores, with its queue
+# d: a pg_dump of the upgraded database restores, with its queue; so does
+# the one taken under 1.0, into the new version (upgrading by dump and
+# restore)
+
+# restore_check LABEL DUMP DATABASE: restore DUMP into a new DATABASE, and
+# check its version, queue and catalog; drop it then (its worker would
+# deliver the same entries: the counts below are old's)
+restore_check() {
+	local label=$1 dump=$2 db=$3
+	sql postgres -c "CREATE DATABASE $db" || exit 1
+	if "$PGBIN/pg_restore" -h "$PG_HOST" -p "$PG_PORT" -U postgres --exit-on-error -d "$db" \
+		"$dump" 2>"$WORK/$db.err"; then
+		pass "$label: pg_restore into $db"
+	else
+		fail "$label: pg_restore into $db failed"
+		cat "$WORK/$db.err"
+	fi
+	check "$label: $db has the default version" "$default_version" \
+		"$(sql "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
+	dump_queue "$db" >"$WORK/queue_$db"
+	if diff "$WORK/queue_before" "$WORK/queue_$db" >"$WORK/$db.diff"; then
+		pass "$label: $db holds every pending and failed row unchanged"
+	else
+		fail "$label: $db's queue differs (before < > restored)"
+		head -20 "$WORK/$db.diff"
+	fi
+	check "$label: $db's sequences continue after the restored rows" t \
+		"$(sql "$db" -c "SELECT (SELECT last_value FROM kairoi.outbox_seq) >= max(seq)
+			AND (SELECT last_value FROM kairoi.outbox_version) >= max(version)
+			AND (SELECT last_value FROM kairoi.failed_id_seq) >= (SELECT max(id) FROM kairoi.failed)
+			FROM kairoi.outbox")"
+	same_catalog "$db" "$label"
+	sql postgres -c "DROP DATABASE $db" || fail "$label: DROP DATABASE $db"
+}
+
 if pg_dump_of -Fc -f "$WORK/old.dump" old; then pass "d: pg_dump of the upgraded database"
 else fail "d: pg_dump of the upgraded database failed"; fi
-sql postgres -c "CREATE DATABASE restored" || exit 1
-if "$PGBIN/pg_restore" -h "$PG_HOST" -p "$PG_PORT" -U postgres --exit-on-error -d restored \
-	"$WORK/old.dump" 2>"$WORK/restore.err"; then
-	pass "d: pg_restore into a new database"
-else
-	fail "d: pg_restore failed"
-	cat "$WORK/restore.err"
-fi
-dump_queue restored >"$WORK/queue_restored"
-if diff "$WORK/queue_before" "$WORK/queue_restored" >"$WORK/restored.diff"; then
-	pass "d: the restored database holds every pending and failed row unchanged"
-else
-	fail "d: the restored queue differs (before < > restored)"
-	head -20 "$WORK/restored.diff"
-fi
-check "d: the restored sequences continue after the restored rows" t \
-	"$(sql restored -c "SELECT (SELECT last_value FROM kairoi.outbox_seq) >= max(seq)
-		AND (SELECT last_value FROM kairoi.outbox_version) >= max(version) FROM kairoi.outbox")"
-same_catalog restored d
-# the restored worker would deliver the same entries: only old's count below
-sql postgres -c "DROP DATABASE restored" || fail "d: DROP DATABASE restored"
+restore_check d "$WORK/old.dump" restored
+restore_check d "$WORK/old-1.0.dump" restored_from_10
 
 # ---------------------------------------------------------------------------
 # e: the server answers
