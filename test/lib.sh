@@ -15,8 +15,11 @@ KCTL="$PYTHON $KAIROI_ROOT/test/kairoi_ctl.py"
 TESTS_PASSED=0
 TESTS_FAILED=0
 CLEANUP_PIDS=()
-CLEANUP_DIRS=()
 CLUSTER_DIRS=()
+# Directories to remove at exit, one per line.  A file, not an array:
+# make_temp_dir runs in a command substitution, a subshell whose changes
+# to variables are lost.
+CLEANUP_DIR_LIST=$(mktemp /tmp/kairoi-dirs.XXXXXX)
 
 pass() { TESTS_PASSED=$((TESTS_PASSED + 1)); echo "ok - $*"; }
 fail() { TESTS_FAILED=$((TESTS_FAILED + 1)); echo "not ok - $*"; }
@@ -47,9 +50,10 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 	done
-	for dir in "${CLEANUP_DIRS[@]}"; do
+	while read -r dir; do
 		rm -rf "$dir"
-	done
+	done <"$CLEANUP_DIR_LIST"
+	rm -f "$CLEANUP_DIR_LIST"
 }
 trap cleanup EXIT
 
@@ -60,7 +64,7 @@ make_temp_dir() {
 	dir=$(mktemp -d /tmp/kairoi.XXXXXX)
 	chown postgres: "$dir"
 	chmod 755 "$dir"
-	CLEANUP_DIRS+=("$dir")
+	echo "$dir" >>"$CLEANUP_DIR_LIST"
 	echo "$dir"
 }
 
