@@ -57,7 +57,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -210,7 +209,7 @@ publish_worker(Oid database, const char *datname)
 		MySlot->acknowledged = 0;
 		MySlot->connection_attempts = 0;
 		MySlot->pending = -1;
-		namestrcpy(&MySlot->datname, datname);
+		strlcpy(NameStr(MySlot->datname), datname, NAMEDATALEN);
 		taken = true;
 	}
 	SpinLockRelease(&MySlot->mutex);

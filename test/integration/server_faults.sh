@@ -167,7 +167,7 @@ end_scenario
 # ---- 2. SIGKILL with thousands of requests in flight ----------------------------
 
 begin_scenario "2: server SIGKILLed with thousands of requests in flight"
-set_guc '"kairoi.window"' 5000
+set_guc kairoi.max_in_flight 5000
 N2=20000
 # A slow server: it answers what it has read once a second
 ctl fault reply_delay_ms=1000 >/dev/null
@@ -207,7 +207,7 @@ check "2: every job stored before the kill is still on the server" 0 \
 	"$($HELPER --port "$(cport)" missing "$WORK/s2/stored")"
 check "2: stored jobs that were not sent again survived the kill ($((STORED2 - STORED_RESENT2)))" t \
 	"$([ $((STORED2 - STORED_RESENT2)) -gt 0 ] && echo t || echo f)"
-reset_guc '"kairoi.window"'
+reset_guc kairoi.max_in_flight
 end_scenario
 
 # ---- 3. server accepts and never answers -------------------------------------------
