@@ -37,6 +37,7 @@ int			kairoi_request_timeout_ms = 30000;
 int			kairoi_backoff_min_ms = 100;
 int			kairoi_backoff_max_ms = 30000;
 int			kairoi_max_attempts = 5;
+int			kairoi_non_ascii_write_limit = KAIROI_NON_ASCII_WRITE_LIMIT;
 
 KairoiShared *kairoi_shared = NULL;
 
@@ -90,6 +91,9 @@ static const IntVariable int_variables[] = {
 	{"kairoi.max_attempts",
 		"Answers of ERROR after which an entry moves to kairoi.failed.",
 	&kairoi_max_attempts, 1, 1000, 0},
+	{"kairoi.non_ascii_write_limit",
+		"Largest write packing requests that hold non-ASCII text; 0 sends each alone.",
+	&kairoi_non_ascii_write_limit, 0, 1024 * 1024, GUC_UNIT_BYTE},
 };
 
 static void

@@ -26,9 +26,10 @@
  *	  an application held locked, and COMMIT PREPARED).
  *
  *	  The reference server corrupts non-ASCII text that straddles one of
- *	  its 2048-byte reads, so a request holding non-ASCII bytes is written
- *	  alone, when nothing else is in flight, and nothing follows it until
- *	  it is answered.
+ *	  its 2048-byte reads, so requests holding non-ASCII bytes go out in
+ *	  single writes of at most one TCP segment (kairoi.non_ascii_write_limit),
+ *	  each when nothing else is in flight, and nothing follows one until
+ *	  all of it is answered (see send_entry).
  *
  *-------------------------------------------------------------------------
  */
@@ -489,26 +490,85 @@ arguments_have_non_ascii(const KcpArgument *args, int nargs)
 }
 
 /*
- * Queue an entry's request and return true, unless it holds non-ASCII text
- * and something is in flight.  Either way such an entry puts the worker in
- * draining mode: nothing more is queued until nothing is in flight, so the
- * entry goes out alone and nothing follows it until it is answered.
+ * A single write of requests holding non-ASCII text, being packed by one
+ * fetch_and_send() call.  The reference server corrupts a character that
+ * one of its 2048-byte reads cuts in two.  A write of at most one TCP
+ * segment, sent when the server has read everything before it, arrives
+ * whole and is read whole: no read can end inside it.
+ */
+typedef struct NonAsciiWrite
+{
+	int			limit;			/* bound in bytes; -1 while none is open */
+	int			bytes;			/* queued in it so far */
+} NonAsciiWrite;
+
+/*
+ * Bound of a single write: kairoi.non_ascii_write_limit, lowered to the
+ * connection's segment size if the path's is smaller.
+ */
+static int
+non_ascii_write_limit(Worker *w)
+{
+	int			segment = connection_max_segment(&w->conn);
+
+	if (segment > 0)
+		return Min(kairoi_non_ascii_write_limit, segment);
+	return kairoi_non_ascii_write_limit;
+}
+
+/* Open a single write; nothing is in flight, so nothing is queued */
+static void
+open_non_ascii_write(Worker *w, NonAsciiWrite *write)
+{
+	Assert(w->n_in_flight == 0);
+	connection_begin_single_write(&w->conn);
+	write->limit = non_ascii_write_limit(w);
+	write->bytes = 0;
+}
+
+/* True if an open single write has no room left for this request */
+static bool
+non_ascii_write_is_full(const NonAsciiWrite *write, const char *request_id,
+						const KcpArgument *args, int nargs)
+{
+	return write->limit >= 0 && write->bytes > 0 &&
+		write->bytes + kcp_request_size(request_id, args, nargs) >
+		(size_t) write->limit;
+}
+
+/*
+ * Queue an entry's request and return true, or return false if it must
+ * wait until nothing is in flight.
+ *
+ * Requests are pipelined up to the window until one holds non-ASCII text.
+ * That one waits until nothing is in flight, then opens a single write
+ * (NonAsciiWrite); the requests after it, ASCII or not, join it while they
+ * fit in its bound.  A request larger than the bound goes alone.  From the
+ * opening of a single write the worker drains: nothing more is sent until
+ * all of it is answered, so it is the only thing the server has to read.
  */
 static bool
-send_entry(Worker *w, const OutboxEntry *entry)
+send_entry(Worker *w, const OutboxEntry *entry, NonAsciiWrite *write)
 {
 	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
 	int			nargs = entry_arguments(entry, args);
 	char		request_id[KCP_MAX_REQUEST_ID_LEN + 1];
 
-	if (arguments_have_non_ascii(args, nargs))
+	kcp_format_request_id(w->next_request_number, request_id);
+	if (write->limit >= 0)
+	{
+		if (non_ascii_write_is_full(write, request_id, args, nargs))
+			return false;
+	}
+	else if (arguments_have_non_ascii(args, nargs))
 	{
 		w->draining = true;
 		if (w->n_in_flight > 0)
 			return false;
+		open_non_ascii_write(w, write);
 	}
-	kcp_format_request_id(w->next_request_number, request_id);
-	connection_queue_request(&w->conn, request_id, args, nargs);
+	write->bytes += (int) connection_queue_request(&w->conn, request_id,
+												   args, nargs);
 	in_flight_add(w, w->next_request_number, entry);
 	w->next_request_number++;
 	return true;
@@ -520,6 +580,7 @@ fetch_and_send(Worker *w)
 	int			limit = Min(kairoi_batch_size, kairoi_window - w->n_in_flight);
 	int64	   *exclude = palloc(Max(w->n_in_flight, 1) * sizeof(int64));
 	OutboxEntry *entries = palloc(limit * sizeof(OutboxEntry));
+	NonAsciiWrite write = {-1, 0};
 	int			nexclude = 0;
 	int			nfetched;
 	dlist_iter	iter;
@@ -536,10 +597,11 @@ fetch_and_send(Worker *w)
 
 	nfetched = outbox_fetch(w->cursor, exclude, nexclude, limit, entries);
 	w->maybe_pending = (nfetched == limit);
-	for (int i = 0; i < nfetched && !w->draining; i++)
+	for (int i = 0; i < nfetched; i++)
 	{
-		if (send_entry(w, &entries[i]))
-			w->cursor = Max(w->cursor, entries[i].seq);
+		if (!send_entry(w, &entries[i], &write))
+			break;
+		w->cursor = Max(w->cursor, entries[i].seq);
 	}
 	if (w->draining)
 		w->maybe_pending = true;
