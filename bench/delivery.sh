@@ -12,9 +12,9 @@
 #      clock runs from the commit until the server stores all JOBS jobs
 #      (bench/wait_jobs.py polls the control port) -> extension rate, and
 #      until kairoi_flush() returns (outbox empty, acknowledgements applied);
-#   both without and with reply_delay_ms=DELAY_MS (the reference server hands
-#   replies to connections every 7.9 ms, kcp.md part 2: where windowing
-#   matters);
+#   1 and 2 alternate, one of each per round, both without and with
+#   reply_delay_ms=DELAY_MS (the reference server hands replies to
+#   connections every 7.9 ms, kcp.md part 2: where windowing matters);
 #   3. window sweep at DELAY_MS: kairoi.window in SWEEP_WINDOWS (ALTER
 #      SYSTEM + pg_reload_conf), the raw client at the same window as
 #      baseline; then a kairoi.batch_size sweep at the default window.
@@ -23,6 +23,10 @@
 # the script prints rates and ratios extension/raw only (exit 0 unless
 # something broke). Ends with "N passed, M failed" for the sanity checks
 # (every job delivered, nothing left pending).
+#
+# With BENCH_RESULTS_DIR set, also writes there (tab-separated, one header
+# line): delivery.tsv (delay_ms raw_rate ext_rate ratio) for section 1 and
+# delivery_window.tsv (window raw_rate ext_rate ratio) for section 2.
 #
 # Environment: JOBS (100000), REPEAT (3), DELAY_MS (8), SWEEP_WINDOWS
 # ("1 10 100 1000 2000 5000"), SWEEP_JOBS (20000; a window W sends at most
@@ -130,14 +134,20 @@ ext_median() {
 		"$(median "${wcpu[@]}") $(median "${scpu[@]}")"
 }
 
-# raw_median DELAY WINDOW COUNT BATCH
-raw_median() {
-	local r rates=() v
+# compare DELAY WINDOW COUNT BATCH: REPEAT rounds, each a raw-client run
+# then an extension run (alternating, so that both see the same machine);
+# prints the raw median, then the fields of ext_median
+compare() {
+	local r raws=() rates=() frates=() enqs=() wcpu=() scpu=() line f v
 	for ((r = 0; r < REPEAT; r++)); do
-		v=$(raw_rate "$@") || return 1
-		rates+=("$v")
+		v=$(raw_rate "$1" "$2" "$3" "$4") || return 1
+		raws+=("$v")
+		line=$(ext_run "$1" "$3") || return 1
+		read -r -a f <<<"$line"
+		rates+=("${f[0]}") frates+=("${f[1]}") enqs+=("${f[2]}") wcpu+=("${f[3]}") scpu+=("${f[4]}")
 	done
-	median "${rates[@]}"
+	echo "$(median "${raws[@]}") $(median "${rates[@]}") $(median "${frates[@]}")" \
+		"$(median "${enqs[@]}") $(median "${wcpu[@]}") $(median "${scpu[@]}")"
 }
 
 broken() {
@@ -146,12 +156,27 @@ broken() {
 	exit 1
 }
 
+# tsv_row FILE HEADER FIELDS...: append a row to BENCH_RESULTS_DIR/FILE,
+# writing its header line first (nothing without BENCH_RESULTS_DIR)
+tsv_row() {
+	local file=$1 header=$2
+	shift 2
+	[ -n "${BENCH_RESULTS_DIR:-}" ] || return 0
+	file="$BENCH_RESULTS_DIR/$file"
+	[ -s "$file" ] || printf '%s\n' "$header" >"$file"
+	(IFS=$'\t'; printf '%s\n' "$*") >>"$file"
+}
+
 started=$SECONDS
 echo "# kairoi delivery benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc) CPU," \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# JOBS=$JOBS REPEAT=$REPEAT DELAY_MS=$DELAY_MS WINDOW=$WINDOW BATCH=$BATCH" \
 	"SWEEP_WINDOWS=\"$SWEEP_WINDOWS\" SWEEP_JOBS=$SWEEP_JOBS BATCH_SIZES=\"$BATCH_SIZES\""
 
+if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+	mkdir -p "$BENCH_RESULTS_DIR" || broken "create $BENCH_RESULTS_DIR"
+	rm -f "$BENCH_RESULTS_DIR/delivery.tsv" "$BENCH_RESULTS_DIR/delivery_window.tsv"
+fi
 start_server S || broken "start the test server"
 start_cluster P "$S_PORT" postgres "kairoi.window = $WINDOW
 kairoi.batch_size = $BATCH" || broken "start PostgreSQL"
@@ -165,11 +190,12 @@ echo "## 1. $JOBS jobs, window $WINDOW, batch $BATCH (median of $REPEAT)"
 printf '%-22s %12s %12s %8s %12s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
 	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU"
 for delay in 0 "$DELAY_MS"; do
-	raw=$(raw_median "$delay" "$WINDOW" "$JOBS" "$BATCH") || broken "raw client, delay $delay"
-	ext=$(ext_median "$delay" "$JOBS") || broken "extension delivery, delay $delay"
-	read -r rate frate enq wcpu scpu <<<"$ext"
+	line=$(compare "$delay" "$WINDOW" "$JOBS" "$BATCH") || broken "delivery, delay $delay"
+	read -r raw rate frate enq wcpu scpu <<<"$line"
 	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%%\n' "reply_delay_ms=$delay" \
 		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu"
+	tsv_row delivery.tsv "$(printf 'delay_ms\traw_rate\text_rate\tratio')" \
+		"$delay" "$raw" "$rate" "$(fdiv "$rate" "$raw")"
 done
 
 echo
@@ -180,11 +206,12 @@ best_window="" best_rate=0
 for w in $SWEEP_WINDOWS; do
 	n=$((w * SWEEP_PER_SLOT < SWEEP_JOBS ? w * SWEEP_PER_SLOT : SWEEP_JOBS))
 	set_guc window "$w"
-	raw=$(raw_median "$DELAY_MS" "$w" "$n" "$BATCH") || broken "raw client, window $w"
-	ext=$(ext_median "$DELAY_MS" "$n") || broken "extension delivery, window $w"
-	read -r rate frate enq wcpu scpu <<<"$ext"
+	line=$(compare "$DELAY_MS" "$w" "$n" "$BATCH") || broken "delivery, window $w"
+	read -r raw rate frate enq wcpu scpu <<<"$line"
 	printf '%8s %8s %12.0f %12.0f %8s %12.0f %9s%%\n' "$w" "$n" "$raw" "$rate" \
 		"$(fdiv "$rate" "$raw")" "$frate" "$wcpu"
+	tsv_row delivery_window.tsv "$(printf 'window\traw_rate\text_rate\tratio')" \
+		"$w" "$raw" "$rate" "$(fdiv "$rate" "$raw")"
 	if awk -v a="$rate" -v b="$best_rate" 'BEGIN {exit !(a > b)}'; then
 		best_window=$w best_rate=$rate
 	fi

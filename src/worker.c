@@ -64,6 +64,7 @@ typedef struct InFlight
 	uint64		request_number; /* hash key; the request id in base 36 */
 	int64		seq;
 	int64		version;
+	ItemPointerData tid;		/* the row version read, for the delete */
 	dlist_node	node;			/* in send order */
 } InFlight;
 
@@ -72,6 +73,7 @@ typedef struct Answer
 {
 	int64		seq;
 	int64		version;
+	ItemPointerData tid;
 } Answer;
 
 typedef struct AnswerList
@@ -159,7 +161,7 @@ publish_worker(Oid database)
 }
 
 static void
-answers_append(AnswerList *list, int64 seq, int64 version)
+answers_append(AnswerList *list, const InFlight *item)
 {
 	if (list->count == list->capacity)
 	{
@@ -167,8 +169,9 @@ answers_append(AnswerList *list, int64 seq, int64 version)
 		list->items = repalloc_huge(list->items,
 									list->capacity * sizeof(Answer));
 	}
-	list->items[list->count].seq = seq;
-	list->items[list->count].version = version;
+	list->items[list->count].seq = item->seq;
+	list->items[list->count].version = item->version;
+	list->items[list->count].tid = item->tid;
 	list->count++;
 }
 
@@ -197,6 +200,7 @@ in_flight_add(Worker *w, uint64 request_number, const OutboxEntry *entry)
 		w->last_progress = GetCurrentTimestamp();	/* the clock starts now */
 	item->seq = entry->seq;
 	item->version = entry->version;
+	item->tid = entry->tid;
 	dlist_push_tail(&w->in_flight_order, &item->node);
 	w->n_in_flight++;
 }
@@ -273,7 +277,7 @@ handle_response(const KcpResponse *response, void *arg)
 		return false;
 
 	answers_append(response->status == KCP_STATUS_OK ? &w->acknowledged
-				   : &w->rejected, item->seq, item->version);
+				   : &w->rejected, item);
 	in_flight_remove(w, item);
 	w->last_progress = GetCurrentTimestamp();
 	w->failures = 0;
@@ -423,12 +427,12 @@ apply_answers(Worker *w)
 	if (w->acknowledged.count > 0)
 	{
 		int			n = w->acknowledged.count;
-		int64	   *seqs = palloc(n * sizeof(int64));
+		ItemPointerData *tids = palloc(n * sizeof(ItemPointerData));
 		int64	   *versions = palloc(n * sizeof(int64));
 
 		for (int i = 0; i < n; i++)
 		{
-			seqs[i] = w->acknowledged.items[i].seq;
+			tids[i] = w->acknowledged.items[i].tid;
 			versions[i] = w->acknowledged.items[i].version;
 		}
 
@@ -437,7 +441,7 @@ apply_answers(Worker *w)
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
-		count_acknowledged(outbox_delete_acknowledged(seqs, versions, n));
+		count_acknowledged(outbox_delete_acknowledged(tids, versions, n));
 	}
 	for (int i = 0; i < w->rejected.count; i++)
 	{
