@@ -19,6 +19,8 @@
 #      SYSTEM + pg_reload_conf), the raw client at the same window as
 #      baseline; then a kairoi.batch_size sweep at the default window.
 # Each extension run starts from a vacuumed outbox (see docs/benchmarks.md).
+# Section 1 also reports the worker's CPU µs per entry (CPU from the commit
+# until kairoi_flush() returns, divided by JOBS).
 # Every figure is the median of REPEAT runs. Nothing is asserted on time:
 # the script prints rates and ratios extension/raw only (exit 0 unless
 # something broke). Ends with "N passed, M failed" for the sanity checks
@@ -88,9 +90,10 @@ set_guc() {
 }
 
 # ext_run DELAY COUNT: one extension run; prints
-# "rate flush_rate enqueue_seconds worker_cpu% server_cpu%"
+# "rate flush_rate enqueue_seconds worker_cpu% server_cpu% worker_us_per_entry"
+# (worker CPU% over the delivery; CPU µs per entry until kairoi_flush returns)
 ext_run() {
-	local delay=$1 count=$2 t0 t1 t2 deliver flush enq wpid w0 w1 s0 s1 stored
+	local delay=$1 count=$2 t0 t1 t2 deliver flush enq wpid w0 w1 w2 s0 s1 stored
 	server_reset "$delay" || return 1
 	RUN=$((RUN + 1))
 	# every run starts from a vacuumed outbox: the rows deleted by the runs
@@ -110,6 +113,7 @@ ext_run() {
 	s1=$(cpu_seconds "$S_PID")
 	psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null || return 1
 	t2=$(now)
+	w2=$(cpu_seconds "$wpid")
 	stored=$($KCTL --port "$S_CPORT" count-jobs)
 	if [ "$stored" != "$count" ]; then
 		echo "run $RUN: server stores $stored jobs, expected $count" >&2
@@ -119,35 +123,34 @@ ext_run() {
 	enq=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 	echo "$(fdiv "$count" "$deliver" %.1f) $(fdiv "$count" "$flush" %.1f) $enq" \
 		"$(fdiv "$(awk -v a="$w0" -v b="$w1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)" \
-		"$(fdiv "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)"
+		"$(fdiv "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)" \
+		"$(fdiv "$(awk -v a="$w0" -v b="$w2" 'BEGIN {print 1000000 * (b - a)}')" "$count" %.1f)"
 }
 
-# ext_median DELAY COUNT: REPEAT extension runs; prints the medians
-ext_median() {
-	local r rates=() frates=() enqs=() wcpu=() scpu=() line f
+# rounds DELAY COUNT [WINDOW BATCH]: REPEAT extension runs, each preceded
+# by a raw-client run when WINDOW is given (alternating, so that both see
+# the same machine); prints the medians "raw" (0 without WINDOW) and the
+# fields of ext_run
+rounds() {
+	local r raws=(0) fields=() line f i
+	[ $# -gt 2 ] && raws=()
 	for ((r = 0; r < REPEAT; r++)); do
+		if [ $# -gt 2 ]; then
+			line=$(raw_rate "$1" "$3" "$2" "$4") || return 1
+			raws+=("$line")
+		fi
 		line=$(ext_run "$1" "$2") || return 1
 		read -r -a f <<<"$line"
-		rates+=("${f[0]}") frates+=("${f[1]}") enqs+=("${f[2]}") wcpu+=("${f[3]}") scpu+=("${f[4]}")
+		for i in "${!f[@]}"; do
+			fields[i]="${fields[i]:-} ${f[i]}"
+		done
 	done
-	echo "$(median "${rates[@]}") $(median "${frates[@]}") $(median "${enqs[@]}")" \
-		"$(median "${wcpu[@]}") $(median "${scpu[@]}")"
-}
-
-# compare DELAY WINDOW COUNT BATCH: REPEAT rounds, each a raw-client run
-# then an extension run (alternating, so that both see the same machine);
-# prints the raw median, then the fields of ext_median
-compare() {
-	local r raws=() rates=() frates=() enqs=() wcpu=() scpu=() line f v
-	for ((r = 0; r < REPEAT; r++)); do
-		v=$(raw_rate "$1" "$2" "$3" "$4") || return 1
-		raws+=("$v")
-		line=$(ext_run "$1" "$3") || return 1
-		read -r -a f <<<"$line"
-		rates+=("${f[0]}") frates+=("${f[1]}") enqs+=("${f[2]}") wcpu+=("${f[3]}") scpu+=("${f[4]}")
+	line=$(median "${raws[@]}")
+	for i in "${!fields[@]}"; do
+		# shellcheck disable=SC2086
+		line+=" $(median ${fields[i]})"
 	done
-	echo "$(median "${raws[@]}") $(median "${rates[@]}") $(median "${frates[@]}")" \
-		"$(median "${enqs[@]}") $(median "${wcpu[@]}") $(median "${scpu[@]}")"
+	echo "$line"
 }
 
 broken() {
@@ -187,13 +190,13 @@ ext_run 0 100 >/dev/null || broken "warm-up delivery"
 
 echo
 echo "## 1. $JOBS jobs, window $WINDOW, batch $BATCH (median of $REPEAT)"
-printf '%-22s %12s %12s %8s %12s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
-	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU"
+printf '%-22s %12s %12s %8s %12s %10s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
+	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU" "worker µs"
 for delay in 0 "$DELAY_MS"; do
-	line=$(compare "$delay" "$WINDOW" "$JOBS" "$BATCH") || broken "delivery, delay $delay"
-	read -r raw rate frate enq wcpu scpu <<<"$line"
-	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%%\n' "reply_delay_ms=$delay" \
-		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu"
+	line=$(rounds "$delay" "$JOBS" "$WINDOW" "$BATCH") || broken "delivery, delay $delay"
+	read -r raw rate frate enq wcpu scpu wus <<<"$line"
+	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%% %10s\n' "reply_delay_ms=$delay" \
+		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu" "$wus"
 	tsv_row delivery.tsv "$(printf 'delay_ms\traw_rate\text_rate\tratio')" \
 		"$delay" "$raw" "$rate" "$(fdiv "$rate" "$raw")"
 done
@@ -206,8 +209,8 @@ best_window="" best_rate=0
 for w in $SWEEP_WINDOWS; do
 	n=$((w * SWEEP_PER_SLOT < SWEEP_JOBS ? w * SWEEP_PER_SLOT : SWEEP_JOBS))
 	set_guc window "$w"
-	line=$(compare "$DELAY_MS" "$w" "$n" "$BATCH") || broken "delivery, window $w"
-	read -r raw rate frate enq wcpu scpu <<<"$line"
+	line=$(rounds "$DELAY_MS" "$n" "$w" "$BATCH") || broken "delivery, window $w"
+	read -r raw rate frate enq wcpu scpu _ <<<"$line"
 	printf '%8s %8s %12.0f %12.0f %8s %12.0f %9s%%\n' "$w" "$n" "$raw" "$rate" \
 		"$(fdiv "$rate" "$raw")" "$frate" "$wcpu"
 	tsv_row delivery_window.tsv "$(printf 'window\traw_rate\text_rate\tratio')" \
@@ -224,8 +227,8 @@ printf '%8s %12s %12s %10s\n' "batch" "ext SET/s" "flushed/s" "worker CPU"
 set_guc window "$WINDOW"
 for b in $BATCH_SIZES; do
 	set_guc batch_size "$b"
-	ext=$(ext_median "$DELAY_MS" "$SWEEP_JOBS") || broken "extension delivery, batch $b"
-	read -r rate frate enq wcpu scpu <<<"$ext"
+	line=$(rounds "$DELAY_MS" "$SWEEP_JOBS") || broken "extension delivery, batch $b"
+	read -r _ rate frate enq wcpu scpu _ <<<"$line"
 	printf '%8s %12.0f %12.0f %9s%%\n' "$b" "$rate" "$frate" "$wcpu"
 done
 set_guc batch_size "$BATCH"
