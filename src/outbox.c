@@ -63,13 +63,19 @@ static const char *const next_retry_sql =
  * each, no index probe) and deleted only if their version is still the one
  * sent: a row replaced meanwhile has a new version (and a new ctid), and
  * a ctid reused by another row, after VACUUM, holds another version.  A row
- * an application holds locked is skipped, never waited for.
+ * an application holds locked is skipped, never waited for.  The lock is
+ * taken in a LATERAL subquery, so that the only plan for it is one TID
+ * scan per acknowledged row: a join of the outbox with the list could turn
+ * into a scan of the whole outbox per acknowledgement when the statistics
+ * are off (seen with the earlier seq-based join), and would copy each row
+ * of the list for EvalPlanQual.
  */
 static const char *const delete_acknowledged_sql =
 "DELETE FROM kairoi.outbox WHERE ctid = ANY (ARRAY("
-"  SELECT o.ctid FROM unnest($1::tid[], $2::int8[]) AS a(ctid, version) "
-"  JOIN kairoi.outbox o ON o.ctid = a.ctid AND o.version = a.version "
-"  FOR UPDATE OF o SKIP LOCKED))";
+"  SELECT o.ctid FROM unnest($1::tid[], $2::int8[]) AS a(ctid, version), "
+"  LATERAL (SELECT ctid FROM kairoi.outbox "
+"           WHERE ctid = a.ctid AND version = a.version "
+"           FOR UPDATE SKIP LOCKED) AS o))";
 
 /* Count one rejection; the retry delay doubles from $4 up to $5 ms */
 static const char *const reject_sql =
