@@ -530,12 +530,15 @@ open_non_ascii_write(Worker *w, NonAsciiWrite *write)
 	write->bytes = 0;
 }
 
-/* True if an open single write has no room left for this request */
+/*
+ * True if an open single write has no room left for this request.  The
+ * first request always fits: one larger than the bound goes alone.
+ */
 static bool
 non_ascii_write_is_full(const NonAsciiWrite *write, const char *request_id,
 						const KcpArgument *args, int nargs)
 {
-	return write->limit >= 0 && write->bytes > 0 &&
+	return write->bytes > 0 &&
 		write->bytes + kcp_request_size(request_id, args, nargs) >
 		(size_t) write->limit;
 }
@@ -557,6 +560,7 @@ send_entry(Worker *w, const OutboxEntry *entry, NonAsciiWrite *write)
 	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
 	int			nargs = entry_arguments(entry, args);
 	char		request_id[KCP_MAX_REQUEST_ID_LEN + 1];
+	size_t		size;
 
 	kcp_format_request_id(w->next_request_number, request_id);
 	if (write->limit >= 0)
@@ -571,8 +575,9 @@ send_entry(Worker *w, const OutboxEntry *entry, NonAsciiWrite *write)
 			return false;
 		open_non_ascii_write(w, write);
 	}
-	write->bytes += (int) connection_queue_request(&w->conn, request_id,
-												   args, nargs);
+	size = connection_queue_request(&w->conn, request_id, args, nargs);
+	if (write->limit >= 0)
+		write->bytes += (int) size;
 	in_flight_add(w, w->next_request_number, entry);
 	w->next_request_number++;
 	return true;
