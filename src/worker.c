@@ -520,14 +520,21 @@ non_ascii_write_limit(Worker *w)
 	return kairoi_non_ascii_write_limit;
 }
 
-/* Open a single write; nothing is in flight, so nothing is queued */
+/*
+ * Open a single write for a first request of first_size bytes; nothing is
+ * in flight, so nothing is queued.  A first request larger than the bound
+ * goes alone and is written like any other: no write of that size is
+ * protected, and insisting on one send() for it could fail forever on a
+ * connection whose socket never takes that much at once.
+ */
 static void
-open_non_ascii_write(Worker *w, NonAsciiWrite *write)
+open_non_ascii_write(Worker *w, NonAsciiWrite *write, size_t first_size)
 {
 	Assert(w->n_in_flight == 0);
-	connection_begin_single_write(&w->conn);
 	write->limit = non_ascii_write_limit(w);
 	write->bytes = 0;
+	if (first_size <= (size_t) write->limit)
+		connection_begin_single_write(&w->conn);
 }
 
 /*
@@ -550,8 +557,8 @@ non_ascii_write_is_full(const NonAsciiWrite *write, const char *request_id,
  * Requests are pipelined up to the window until one holds non-ASCII text.
  * That one waits until nothing is in flight, then opens a single write
  * (NonAsciiWrite); the requests after it, ASCII or not, join it while they
- * fit in its bound.  A request larger than the bound goes alone.  From the
- * opening of a single write the worker drains: nothing more is sent until
+ * fit in its bound.  A request larger than the bound goes alone, written
+ * as the socket takes it.  From the opening of a single write the worker drains: nothing more is sent until
  * all of it is answered, so it is the only thing the server has to read.
  */
 static bool
@@ -573,7 +580,8 @@ send_entry(Worker *w, const OutboxEntry *entry, NonAsciiWrite *write)
 		w->draining = true;
 		if (w->n_in_flight > 0)
 			return false;
-		open_non_ascii_write(w, write);
+		open_non_ascii_write(w, write,
+							 kcp_request_size(request_id, args, nargs));
 	}
 	size = connection_queue_request(&w->conn, request_id, args, nargs);
 	if (write->limit >= 0)
