@@ -12,17 +12,23 @@
 #      clock runs from the commit until the server stores all JOBS jobs
 #      (bench/wait_jobs.py polls the control port) -> extension rate, and
 #      until kairoi_flush() returns (outbox empty, acknowledgements applied);
-#   both without and with reply_delay_ms=DELAY_MS (the reference server hands
-#   replies to connections every 7.9 ms, kcp.md part 2: where windowing
-#   matters);
-#   3. window sweep at DELAY_MS: kairoi.window in SWEEP_WINDOWS (ALTER
+#   1 and 2 alternate, one of each per round, both without and with
+#   reply_delay_ms=DELAY_MS (the reference server hands replies to
+#   connections every 7.9 ms, kcp.md part 2: where windowing matters);
+#   3. window sweep at DELAY_MS: kairoi.max_in_flight in SWEEP_WINDOWS (ALTER
 #      SYSTEM + pg_reload_conf), the raw client at the same window as
 #      baseline; then a kairoi.batch_size sweep at the default window.
 # Each extension run starts from a vacuumed outbox (see docs/benchmarks.md).
+# Section 1 also reports the worker's CPU µs per entry (CPU from the commit
+# until kairoi_flush() returns, divided by JOBS).
 # Every figure is the median of REPEAT runs. Nothing is asserted on time:
 # the script prints rates and ratios extension/raw only (exit 0 unless
 # something broke). Ends with "N passed, M failed" for the sanity checks
 # (every job delivered, nothing left pending).
+#
+# With BENCH_RESULTS_DIR set, also writes there (tab-separated, one header
+# line): delivery.tsv (delay_ms raw_rate ext_rate ratio) for section 1 and
+# delivery_window.tsv (window raw_rate ext_rate ratio) for section 2.
 #
 # Environment: JOBS (100000), REPEAT (3), DELAY_MS (8), SWEEP_WINDOWS
 # ("1 10 100 1000 2000 5000"), SWEEP_JOBS (20000; a window W sends at most
@@ -75,18 +81,18 @@ raw_rate() {
 }
 
 # set_guc NAME VALUE: change a kairoi.NAME setting and let the worker reload
-# (quoted: "window" is an SQL keyword)
 set_guc() {
-	psql_at P postgres -c "ALTER SYSTEM SET kairoi.\"$1\" = $2" \
+	psql_at P postgres -c "ALTER SYSTEM SET kairoi.$1 = $2" \
 		-c "SELECT pg_reload_conf()" >/dev/null || broken "set kairoi.$1 = $2"
 	sleep 0.3
-	check "kairoi.$1 is $2" "$2" "$(psql_at P postgres -c "SHOW kairoi.\"$1\"")" >/dev/null
+	check "kairoi.$1 is $2" "$2" "$(psql_at P postgres -c "SHOW kairoi.$1")" >/dev/null
 }
 
 # ext_run DELAY COUNT: one extension run; prints
-# "rate flush_rate enqueue_seconds worker_cpu% server_cpu%"
+# "rate flush_rate enqueue_seconds worker_cpu% server_cpu% worker_us_per_entry"
+# (worker CPU% over the delivery; CPU µs per entry until kairoi_flush returns)
 ext_run() {
-	local delay=$1 count=$2 t0 t1 t2 deliver flush enq wpid w0 w1 s0 s1 stored
+	local delay=$1 count=$2 t0 t1 t2 deliver flush enq wpid w0 w1 w2 s0 s1 stored
 	server_reset "$delay" || return 1
 	RUN=$((RUN + 1))
 	# every run starts from a vacuumed outbox: the rows deleted by the runs
@@ -106,6 +112,7 @@ ext_run() {
 	s1=$(cpu_seconds "$S_PID")
 	psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null || return 1
 	t2=$(now)
+	w2=$(cpu_seconds "$wpid")
 	stored=$($KCTL --port "$S_CPORT" count-jobs)
 	if [ "$stored" != "$count" ]; then
 		echo "run $RUN: server stores $stored jobs, expected $count" >&2
@@ -115,29 +122,34 @@ ext_run() {
 	enq=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
 	echo "$(fdiv "$count" "$deliver" %.1f) $(fdiv "$count" "$flush" %.1f) $enq" \
 		"$(fdiv "$(awk -v a="$w0" -v b="$w1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)" \
-		"$(fdiv "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)"
+		"$(fdiv "$(awk -v a="$s0" -v b="$s1" 'BEGIN {print 100 * (b - a)}')" "$deliver" %.0f)" \
+		"$(fdiv "$(awk -v a="$w0" -v b="$w2" 'BEGIN {print 1000000 * (b - a)}')" "$count" %.1f)"
 }
 
-# ext_median DELAY COUNT: REPEAT extension runs; prints the medians
-ext_median() {
-	local r rates=() frates=() enqs=() wcpu=() scpu=() line f
+# rounds DELAY COUNT [WINDOW BATCH]: REPEAT extension runs, each preceded
+# by a raw-client run when WINDOW is given (alternating, so that both see
+# the same machine); prints the medians "raw" (0 without WINDOW) and the
+# fields of ext_run
+rounds() {
+	local r raws=(0) fields=() line f i
+	[ $# -gt 2 ] && raws=()
 	for ((r = 0; r < REPEAT; r++)); do
+		if [ $# -gt 2 ]; then
+			line=$(raw_rate "$1" "$3" "$2" "$4") || return 1
+			raws+=("$line")
+		fi
 		line=$(ext_run "$1" "$2") || return 1
 		read -r -a f <<<"$line"
-		rates+=("${f[0]}") frates+=("${f[1]}") enqs+=("${f[2]}") wcpu+=("${f[3]}") scpu+=("${f[4]}")
+		for i in "${!f[@]}"; do
+			fields[i]="${fields[i]:-} ${f[i]}"
+		done
 	done
-	echo "$(median "${rates[@]}") $(median "${frates[@]}") $(median "${enqs[@]}")" \
-		"$(median "${wcpu[@]}") $(median "${scpu[@]}")"
-}
-
-# raw_median DELAY WINDOW COUNT BATCH
-raw_median() {
-	local r rates=() v
-	for ((r = 0; r < REPEAT; r++)); do
-		v=$(raw_rate "$@") || return 1
-		rates+=("$v")
+	line=$(median "${raws[@]}")
+	for i in "${!fields[@]}"; do
+		# shellcheck disable=SC2086
+		line+=" $(median ${fields[i]})"
 	done
-	median "${rates[@]}"
+	echo "$line"
 }
 
 broken() {
@@ -146,14 +158,29 @@ broken() {
 	exit 1
 }
 
+# tsv_row FILE HEADER FIELDS...: append a row to BENCH_RESULTS_DIR/FILE,
+# writing its header line first (nothing without BENCH_RESULTS_DIR)
+tsv_row() {
+	local file=$1 header=$2
+	shift 2
+	[ -n "${BENCH_RESULTS_DIR:-}" ] || return 0
+	file="$BENCH_RESULTS_DIR/$file"
+	[ -s "$file" ] || printf '%s\n' "$header" >"$file"
+	(IFS=$'\t'; printf '%s\n' "$*") >>"$file"
+}
+
 started=$SECONDS
 echo "# kairoi delivery benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc) CPU," \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# JOBS=$JOBS REPEAT=$REPEAT DELAY_MS=$DELAY_MS WINDOW=$WINDOW BATCH=$BATCH" \
 	"SWEEP_WINDOWS=\"$SWEEP_WINDOWS\" SWEEP_JOBS=$SWEEP_JOBS BATCH_SIZES=\"$BATCH_SIZES\""
 
+if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+	mkdir -p "$BENCH_RESULTS_DIR" || broken "create $BENCH_RESULTS_DIR"
+	rm -f "$BENCH_RESULTS_DIR/delivery.tsv" "$BENCH_RESULTS_DIR/delivery_window.tsv"
+fi
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres "kairoi.window = $WINDOW
+start_cluster P "$S_PORT" postgres "kairoi.max_in_flight = $WINDOW
 kairoi.batch_size = $BATCH" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
@@ -162,14 +189,15 @@ ext_run 0 100 >/dev/null || broken "warm-up delivery"
 
 echo
 echo "## 1. $JOBS jobs, window $WINDOW, batch $BATCH (median of $REPEAT)"
-printf '%-22s %12s %12s %8s %12s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
-	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU"
+printf '%-22s %12s %12s %8s %12s %10s %10s %10s %10s\n' "server" "raw SET/s" "ext SET/s" \
+	"ext/raw" "flushed/s" "enqueue s" "worker CPU" "server CPU" "worker µs"
 for delay in 0 "$DELAY_MS"; do
-	raw=$(raw_median "$delay" "$WINDOW" "$JOBS" "$BATCH") || broken "raw client, delay $delay"
-	ext=$(ext_median "$delay" "$JOBS") || broken "extension delivery, delay $delay"
-	read -r rate frate enq wcpu scpu <<<"$ext"
-	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%%\n' "reply_delay_ms=$delay" \
-		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu"
+	line=$(rounds "$delay" "$JOBS" "$WINDOW" "$BATCH") || broken "delivery, delay $delay"
+	read -r raw rate frate enq wcpu scpu wus <<<"$line"
+	printf '%-22s %12.0f %12.0f %8s %12.0f %10.2f %9s%% %9s%% %10s\n' "reply_delay_ms=$delay" \
+		"$raw" "$rate" "$(fdiv "$rate" "$raw")" "$frate" "$enq" "$wcpu" "$scpu" "$wus"
+	tsv_row delivery.tsv "$(printf 'delay_ms\traw_rate\text_rate\tratio')" \
+		"$delay" "$raw" "$rate" "$(fdiv "$rate" "$raw")"
 done
 
 echo
@@ -179,12 +207,13 @@ printf '%8s %8s %12s %12s %8s %12s %10s\n' "window" "jobs" "raw SET/s" "ext SET/
 best_window="" best_rate=0
 for w in $SWEEP_WINDOWS; do
 	n=$((w * SWEEP_PER_SLOT < SWEEP_JOBS ? w * SWEEP_PER_SLOT : SWEEP_JOBS))
-	set_guc window "$w"
-	raw=$(raw_median "$DELAY_MS" "$w" "$n" "$BATCH") || broken "raw client, window $w"
-	ext=$(ext_median "$DELAY_MS" "$n") || broken "extension delivery, window $w"
-	read -r rate frate enq wcpu scpu <<<"$ext"
+	set_guc max_in_flight "$w"
+	line=$(rounds "$DELAY_MS" "$n" "$w" "$BATCH") || broken "delivery, window $w"
+	read -r raw rate frate enq wcpu scpu _ <<<"$line"
 	printf '%8s %8s %12.0f %12.0f %8s %12.0f %9s%%\n' "$w" "$n" "$raw" "$rate" \
 		"$(fdiv "$rate" "$raw")" "$frate" "$wcpu"
+	tsv_row delivery_window.tsv "$(printf 'window\traw_rate\text_rate\tratio')" \
+		"$w" "$raw" "$rate" "$(fdiv "$rate" "$raw")"
 	if awk -v a="$rate" -v b="$best_rate" 'BEGIN {exit !(a > b)}'; then
 		best_window=$w best_rate=$rate
 	fi
@@ -194,11 +223,11 @@ echo "best window by measurement: $best_window ($(printf '%.0f' "$best_rate") SE
 echo
 echo "## 3. batch_size sweep, window $WINDOW, reply_delay_ms=$DELAY_MS, $SWEEP_JOBS jobs (median of $REPEAT)"
 printf '%8s %12s %12s %10s\n' "batch" "ext SET/s" "flushed/s" "worker CPU"
-set_guc window "$WINDOW"
+set_guc max_in_flight "$WINDOW"
 for b in $BATCH_SIZES; do
 	set_guc batch_size "$b"
-	ext=$(ext_median "$DELAY_MS" "$SWEEP_JOBS") || broken "extension delivery, batch $b"
-	read -r rate frate enq wcpu scpu <<<"$ext"
+	line=$(rounds "$DELAY_MS" "$SWEEP_JOBS") || broken "extension delivery, batch $b"
+	read -r _ rate frate enq wcpu scpu _ <<<"$line"
 	printf '%8s %12.0f %12.0f %9s%%\n' "$b" "$rate" "$frate" "$wcpu"
 done
 set_guc batch_size "$BATCH"

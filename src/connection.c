@@ -9,6 +9,15 @@
  *	  are reported as text in conn->error for the worker to publish; this
  *	  file never raises them.
  *
+ *	  A single write (connection_begin_single_write) is what the worker's
+ *	  protection against the reference server's split reads rests on: its
+ *	  bytes go to the kernel in one send() or not at all.  If the kernel
+ *	  ever takes only part of them, the rest must not follow in a later
+ *	  write, which the server could read separately, cutting a character
+ *	  in two: the flush fails instead and the worker drops the connection.
+ *	  The server never completes the cut request, so never executes it,
+ *	  and everything unanswered is sent again on the next connection.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -88,6 +97,7 @@ connection_init(KairoiConnection *conn)
 	conn->connecting = false;
 	initStringInfo(&conn->outbuf);
 	conn->outpos = 0;
+	conn->single_write = false;
 	kcp_parser_reset(&conn->parser);
 	conn->error[0] = '\0';
 }
@@ -179,6 +189,7 @@ connection_close(KairoiConnection *conn)
 	conn->connecting = false;
 	resetStringInfo(&conn->outbuf);
 	conn->outpos = 0;
+	conn->single_write = false;
 	kcp_parser_reset(&conn->parser);
 }
 
@@ -188,7 +199,7 @@ connection_is_open(const KairoiConnection *conn)
 	return conn->sock != PGINVALID_SOCKET;
 }
 
-void
+size_t
 connection_queue_request(KairoiConnection *conn, const char *request_id,
 						 const KcpArgument *args, int nargs)
 {
@@ -204,6 +215,25 @@ connection_queue_request(KairoiConnection *conn, const char *request_id,
 	conn->outbuf.len += (int) kcp_encode_request(conn->outbuf.data + conn->outbuf.len,
 												 request_id, args, nargs);
 	conn->outbuf.data[conn->outbuf.len] = '\0';
+	return size;
+}
+
+void
+connection_begin_single_write(KairoiConnection *conn)
+{
+	Assert(connection_unsent(conn) == 0);
+	conn->single_write = true;
+}
+
+int
+connection_max_segment(const KairoiConnection *conn)
+{
+	int			mss = 0;
+	socklen_t	len = sizeof(mss);
+
+	if (getsockopt(conn->sock, IPPROTO_TCP, TCP_MAXSEG, &mss, &len) < 0)
+		return 0;
+	return mss;
 }
 
 int
@@ -212,33 +242,62 @@ connection_unsent(const KairoiConnection *conn)
 	return conn->outbuf.len - conn->outpos;
 }
 
-bool
-connection_flush(KairoiConnection *conn)
+/*
+ * One send() of the unsent bytes: the number written, 0 if the socket
+ * takes nothing now, -1 on failure.
+ */
+static ssize_t
+send_unsent(KairoiConnection *conn)
 {
-	while (connection_unsent(conn) > 0)
+	for (;;)
 	{
 		ssize_t		n = send(conn->sock, conn->outbuf.data + conn->outpos,
 							 connection_unsent(conn), MSG_NOSIGNAL);
 
-		if (n < 0)
+		if (n >= 0)
+			return n;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		if (errno != EINTR)
 		{
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return true;
-			if (errno == EINTR)
-				continue;
-			return fail(conn, "could not send to the server: %m");
+			fail(conn, "could not send to the server: %m");
+			return -1;
 		}
-		conn->outpos += (int) n;
 	}
+}
+
+/* Forget what was written; a burst must not pin a large buffer for good */
+static void
+reset_output(KairoiConnection *conn)
+{
 	resetStringInfo(&conn->outbuf);
 	conn->outpos = 0;
-
-	/* A burst of large requests must not pin its buffer for good */
+	conn->single_write = false;
 	if (conn->outbuf.maxlen > OUTBUF_RETAIN_BYTES)
 	{
 		conn->outbuf.data = repalloc(conn->outbuf.data, OUTBUF_RETAIN_BYTES);
 		conn->outbuf.maxlen = OUTBUF_RETAIN_BYTES;
 	}
+}
+
+bool
+connection_flush(KairoiConnection *conn)
+{
+	while (connection_unsent(conn) > 0)
+	{
+		int			unsent = connection_unsent(conn);
+		ssize_t		n = send_unsent(conn);
+
+		if (n < 0)
+			return false;
+		if (n == 0)
+			return true;		/* the socket is full: wait for it */
+		if (conn->single_write && n < unsent)
+			return fail(conn, "the kernel took only %zd of the %d bytes that had to go out in one write",
+						n, unsent);
+		conn->outpos += (int) n;
+	}
+	reset_output(conn);
 	return true;
 }
 

@@ -22,6 +22,7 @@ typedef struct KairoiConnection
 	bool		connecting;		/* non-blocking connect() in progress */
 	StringInfoData outbuf;		/* encoded requests not yet written */
 	int			outpos;			/* bytes of outbuf already written */
+	bool		single_write;	/* outbuf must go out in one send() */
 	KcpParser	parser;
 	char		error[256];		/* why the last call failed */
 } KairoiConnection;
@@ -50,15 +51,32 @@ extern void connection_close(KairoiConnection *conn);
 
 extern bool connection_is_open(const KairoiConnection *conn);
 
-/* Append an encoded request to the output buffer */
-extern void connection_queue_request(KairoiConnection *conn,
+/* Append an encoded request to the output buffer; returns its size */
+extern size_t connection_queue_request(KairoiConnection *conn,
 									 const char *request_id,
 									 const KcpArgument *args, int nargs);
+
+/*
+ * From now on, everything queued (the output buffer must be empty before
+ * this call) goes out in ONE send() or not at all: connection_flush()
+ * writes it whole, or nothing while the socket is full, and fails if the
+ * kernel takes only part of it.  Ends once it is written.
+ */
+extern void connection_begin_single_write(KairoiConnection *conn);
+
+/*
+ * The largest TCP segment the connection sends (TCP_MAXSEG), or 0 if the
+ * kernel does not say.
+ */
+extern int	connection_max_segment(const KairoiConnection *conn);
 
 /* Bytes queued but not yet written */
 extern int	connection_unsent(const KairoiConnection *conn);
 
-/* Write what the socket takes without blocking; false on failure */
+/*
+ * Write what the socket takes without blocking; false on failure, which
+ * includes a single write (see above) that went out only in part.
+ */
 extern bool connection_flush(KairoiConnection *conn);
 
 /*

@@ -38,6 +38,7 @@ int			kairoi_backoff_max_ms = 30000;
 int			kairoi_max_attempts = 5;
 int			kairoi_idle_timeout_ms = 60000;
 int			kairoi_max_databases = 64;
+int			kairoi_non_ascii_write_limit = KAIROI_NON_ASCII_WRITE_LIMIT;
 
 /*
  * Settings of kairoi 1.0 that 1.1 no longer uses.  They stay defined so that
@@ -102,6 +103,9 @@ static const IntVariable int_variables[] = {
 	{"kairoi.idle_timeout",
 		"Time with nothing to deliver after which a worker closes its connection (0: never).",
 	&kairoi_idle_timeout_ms, 0, 86400000, GUC_UNIT_MS},
+	{"kairoi.non_ascii_write_limit",
+		"Largest write packing requests that hold non-ASCII text; 0 sends each alone.",
+	&kairoi_non_ascii_write_limit, 0, 1024 * 1024, GUC_UNIT_BYTE},
 };
 
 static void

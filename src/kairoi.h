@@ -25,6 +25,16 @@
  */
 #define KAIROI_MAX_ARGUMENT_BYTES 65535
 
+/*
+ * Default bound, in bytes, of one write of requests holding non-ASCII text
+ * (kairoi.non_ascii_write_limit): what fits in one TCP segment on an
+ * Ethernet path (MTU 1500: 1460 bytes of payload over IPv4, 1440 over
+ * IPv6, less TCP options), with some room for tunnels.  A write that
+ * arrives in one segment is read whole by the reference server, whose
+ * reads (2048 bytes) then cannot end inside a character.
+ */
+#define KAIROI_NON_ASCII_WRITE_LIMIT 1400
+
 #define KAIROI_SERVER_MAXLEN 256
 #define KAIROI_ERROR_MAXLEN 512
 
@@ -42,6 +52,7 @@ extern int	kairoi_idle_timeout_ms;
 extern int	kairoi_max_databases;
 extern char *kairoi_obsolete_database;
 extern int	kairoi_obsolete_window;
+extern int	kairoi_non_ascii_write_limit;
 
 /* What a delivery worker is doing, as shown by kairoi_status() */
 typedef enum KairoiWorkerState

@@ -86,7 +86,7 @@ static const char *const supersede_sql =
  * gets a new version and is sent once committed).
  */
 static const char *const fetch_sql =
-"SELECT seq, version, kind, identifier, arguments FROM kairoi.outbox "
+"SELECT seq, version, kind, identifier, arguments, ctid FROM kairoi.outbox "
 "WHERE seq > $1 AND seq <> ALL ($2) "
 "  AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
 "ORDER BY seq LIMIT $3";
@@ -94,12 +94,24 @@ static const char *const fetch_sql =
 static const char *const next_retry_sql =
 "SELECT min(next_attempt_at) FROM kairoi.outbox WHERE next_attempt_at > now()";
 
+/*
+ * Acknowledged rows are found by the ctid they were read at (one TID fetch
+ * each, no index probe) and deleted only if their version is still the one
+ * sent: a row replaced meanwhile has a new version (and a new ctid), and
+ * a ctid reused by another row, after VACUUM, holds another version.  A row
+ * an application holds locked is skipped, never waited for.  The lock is
+ * taken in a LATERAL subquery, so that the only plan for it is one TID
+ * scan per acknowledged row: a join of the outbox with the list could turn
+ * into a scan of the whole outbox per acknowledgement when the statistics
+ * are off (seen with the earlier seq-based join), and would copy each row
+ * of the list for EvalPlanQual.
+ */
 static const char *const delete_acknowledged_sql =
-"DELETE FROM kairoi.outbox WHERE seq IN ("
-"  SELECT o.seq FROM kairoi.outbox o "
-"  JOIN unnest($1::int8[], $2::int8[]) AS a(seq, version) "
-"    ON o.seq = a.seq AND o.version = a.version "
-"  FOR UPDATE OF o SKIP LOCKED)";
+"DELETE FROM kairoi.outbox WHERE ctid = ANY (ARRAY("
+"  SELECT o.ctid FROM unnest($1::tid[], $2::int8[]) AS a(ctid, version), "
+"  LATERAL (SELECT ctid FROM kairoi.outbox "
+"           WHERE ctid = a.ctid AND version = a.version "
+"           FOR UPDATE SKIP LOCKED) AS o))";
 
 /* Count one rejection; the retry delay doubles from $4 up to $5 ms */
 static const char *const reject_sql =
@@ -339,6 +351,8 @@ read_entry(HeapTuple tuple, TupleDesc desc, OutboxEntry *entry)
 	entry->seq = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 	entry->version = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
 	entry->kind = DatumGetChar(SPI_getbinval(tuple, desc, 3, &isnull));
+	entry->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tuple, desc, 6,
+																	  &isnull));
 	entry->identifier = text_datum_to_utf8(SPI_getbinval(tuple, desc, 4,
 														 &isnull));
 	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 5,
@@ -400,17 +414,30 @@ outbox_next_retry_at(void)
 	return result;
 }
 
+static Datum
+tid_array(const ItemPointerData *tids, int n)
+{
+	Datum	   *datums = palloc(Max(n, 1) * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+		datums[i] = PointerGetDatum(&tids[i]);
+	return PointerGetDatum(construct_array(datums, n, TIDOID,
+										   sizeof(ItemPointerData), false,
+										   TYPALIGN_SHORT));
+}
+
 uint64
-outbox_delete_acknowledged(const int64 *seqs, const int64 *versions, int n)
+outbox_delete_acknowledged(const ItemPointerData *tids, const int64 *versions,
+						   int n)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Oid			argtypes[2] = {TIDARRAYOID, INT8ARRAYOID};
 	Datum		values[2];
 	uint64		deleted;
 
 	SPI_connect();
 	prepare_once(&plan, delete_acknowledged_sql, 2, argtypes);
-	values[0] = int8_array(seqs, n);
+	values[0] = tid_array(tids, n);
 	values[1] = int8_array(versions, n);
 	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
 	deleted = SPI_processed;

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 
 /* Kinds of entries, as stored in kairoi.outbox.kind */
 #define OUTBOX_KIND_RULE 'r'
@@ -27,6 +28,7 @@ typedef struct OutboxEntry
 {
 	int64		seq;			/* place in the queue, kept on replacement */
 	int64		version;		/* renewed on every replacement */
+	ItemPointerData tid;		/* where this version of the row was read */
 	char		kind;
 	char	   *identifier;
 	int			nargs;
@@ -60,10 +62,11 @@ extern int	outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude,
 extern TimestampTz outbox_next_retry_at(void);
 
 /*
- * Worker: remove acknowledged entries whose version is still the one sent.
- * Returns the number of rows removed.
+ * Worker: remove acknowledged entries whose version is still the one sent,
+ * found by where they were read (OutboxEntry.tid).  Returns the number of
+ * rows removed.
  */
-extern uint64 outbox_delete_acknowledged(const int64 *seqs,
+extern uint64 outbox_delete_acknowledged(const ItemPointerData *tids,
 										 const int64 *versions, int n);
 
 /*

@@ -38,9 +38,10 @@
  *	  an application held locked, and COMMIT PREPARED).
  *
  *	  The reference server corrupts non-ASCII text that straddles one of
- *	  its 2048-byte reads, so a request holding non-ASCII bytes is written
- *	  alone, when nothing else is in flight, and nothing follows it until
- *	  it is answered.
+ *	  its 2048-byte reads, so requests holding non-ASCII bytes go out in
+ *	  single writes of at most one TCP segment (kairoi.non_ascii_write_limit),
+ *	  each when nothing else is in flight, and nothing follows one until
+ *	  all of it is answered (see send_entry).
  *
  *-------------------------------------------------------------------------
  */
@@ -79,6 +80,7 @@ typedef struct InFlight
 	uint64		request_number; /* hash key; the request id in base 36 */
 	int64		seq;
 	int64		version;
+	ItemPointerData tid;		/* the row version read, for the delete */
 	dlist_node	node;			/* in send order */
 } InFlight;
 
@@ -87,6 +89,7 @@ typedef struct Answer
 {
 	int64		seq;
 	int64		version;
+	ItemPointerData tid;
 } Answer;
 
 typedef struct AnswerList
@@ -219,7 +222,7 @@ publish_worker(Oid database, const char *datname)
 }
 
 static void
-answers_append(AnswerList *list, int64 seq, int64 version)
+answers_append(AnswerList *list, const InFlight *item)
 {
 	if (list->count == list->capacity)
 	{
@@ -227,8 +230,9 @@ answers_append(AnswerList *list, int64 seq, int64 version)
 		list->items = repalloc_huge(list->items,
 									list->capacity * sizeof(Answer));
 	}
-	list->items[list->count].seq = seq;
-	list->items[list->count].version = version;
+	list->items[list->count].seq = item->seq;
+	list->items[list->count].version = item->version;
+	list->items[list->count].tid = item->tid;
 	list->count++;
 }
 
@@ -257,6 +261,7 @@ in_flight_add(Worker *w, uint64 request_number, const OutboxEntry *entry)
 		w->last_progress = GetCurrentTimestamp();	/* the clock starts now */
 	item->seq = entry->seq;
 	item->version = entry->version;
+	item->tid = entry->tid;
 	dlist_push_tail(&w->in_flight_order, &item->node);
 	w->n_in_flight++;
 }
@@ -333,7 +338,7 @@ handle_response(const KcpResponse *response, void *arg)
 		return false;
 
 	answers_append(response->status == KCP_STATUS_OK ? &w->acknowledged
-				   : &w->rejected, item->seq, item->version);
+				   : &w->rejected, item);
 	in_flight_remove(w, item);
 	w->last_progress = GetCurrentTimestamp();
 	w->failures = 0;
@@ -546,12 +551,12 @@ apply_answers(Worker *w)
 	if (w->acknowledged.count > 0)
 	{
 		int			n = w->acknowledged.count;
-		int64	   *seqs = palloc(n * sizeof(int64));
+		ItemPointerData *tids = palloc(n * sizeof(ItemPointerData));
 		int64	   *versions = palloc(n * sizeof(int64));
 
 		for (int i = 0; i < n; i++)
 		{
-			seqs[i] = w->acknowledged.items[i].seq;
+			tids[i] = w->acknowledged.items[i].tid;
 			versions[i] = w->acknowledged.items[i].version;
 		}
 
@@ -560,7 +565,7 @@ apply_answers(Worker *w)
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
-		count_acknowledged(outbox_delete_acknowledged(seqs, versions, n));
+		count_acknowledged(outbox_delete_acknowledged(tids, versions, n));
 	}
 	for (int i = 0; i < w->rejected.count; i++)
 	{
@@ -615,26 +620,98 @@ arguments_have_non_ascii(const KcpArgument *args, int nargs)
 }
 
 /*
- * Queue an entry's request and return true, unless it holds non-ASCII text
- * and something is in flight.  Either way such an entry puts the worker in
- * draining mode: nothing more is queued until nothing is in flight, so the
- * entry goes out alone and nothing follows it until it is answered.
+ * A single write of requests holding non-ASCII text, being packed by one
+ * fetch_and_send() call.  The reference server corrupts a character that
+ * one of its 2048-byte reads cuts in two.  A write of at most one TCP
+ * segment, sent when the server has read everything before it, arrives
+ * whole and is read whole: no read can end inside it.
+ */
+typedef struct NonAsciiWrite
+{
+	int			limit;			/* bound in bytes; -1 while none is open */
+	int			bytes;			/* queued in it so far */
+} NonAsciiWrite;
+
+/*
+ * Bound of a single write: kairoi.non_ascii_write_limit, lowered to the
+ * connection's segment size if the path's is smaller.
+ */
+static int
+non_ascii_write_limit(Worker *w)
+{
+	int			segment = connection_max_segment(&w->conn);
+
+	if (segment > 0)
+		return Min(kairoi_non_ascii_write_limit, segment);
+	return kairoi_non_ascii_write_limit;
+}
+
+/*
+ * Open a single write for a first request of first_size bytes; nothing is
+ * in flight, so nothing is queued.  A first request larger than the bound
+ * goes alone and is written like any other: no write of that size is
+ * protected, and insisting on one send() for it could fail forever on a
+ * connection whose socket never takes that much at once.
+ */
+static void
+open_non_ascii_write(Worker *w, NonAsciiWrite *write, size_t first_size)
+{
+	Assert(w->n_in_flight == 0);
+	write->limit = non_ascii_write_limit(w);
+	write->bytes = 0;
+	if (first_size <= (size_t) write->limit)
+		connection_begin_single_write(&w->conn);
+}
+
+/*
+ * True if an open single write has no room left for this request.  The
+ * first request always fits: one larger than the bound goes alone.
  */
 static bool
-send_entry(Worker *w, const OutboxEntry *entry)
+non_ascii_write_is_full(const NonAsciiWrite *write, const char *request_id,
+						const KcpArgument *args, int nargs)
+{
+	return write->bytes > 0 &&
+		write->bytes + kcp_request_size(request_id, args, nargs) >
+		(size_t) write->limit;
+}
+
+/*
+ * Queue an entry's request and return true, or return false if it must
+ * wait until nothing is in flight.
+ *
+ * Requests are pipelined up to the window until one holds non-ASCII text.
+ * That one waits until nothing is in flight, then opens a single write
+ * (NonAsciiWrite); the requests after it, ASCII or not, join it while they
+ * fit in its bound.  A request larger than the bound goes alone, written
+ * as the socket takes it.  From the opening of a single write the worker drains: nothing more is sent until
+ * all of it is answered, so it is the only thing the server has to read.
+ */
+static bool
+send_entry(Worker *w, const OutboxEntry *entry, NonAsciiWrite *write)
 {
 	KcpArgument *args = palloc((entry->nargs + 3) * sizeof(KcpArgument));
 	int			nargs = entry_arguments(entry, args);
 	char		request_id[KCP_MAX_REQUEST_ID_LEN + 1];
+	size_t		size;
 
-	if (arguments_have_non_ascii(args, nargs))
+	kcp_format_request_id(w->next_request_number, request_id);
+	if (write->limit >= 0)
+	{
+		if (non_ascii_write_is_full(write, request_id, args, nargs))
+			return false;
+	}
+	else if (arguments_have_non_ascii(args, nargs))
 	{
 		w->draining = true;
 		if (w->n_in_flight > 0)
 			return false;
+		open_non_ascii_write(w, write,
+							 kcp_request_size(request_id, args, nargs));
 	}
-	kcp_format_request_id(w->next_request_number, request_id);
-	connection_queue_request(&w->conn, request_id, args, nargs);
+	size = connection_queue_request(&w->conn, request_id, args, nargs);
+	if (write->limit >= 0)
+		write->bytes += (int) size;
 	in_flight_add(w, w->next_request_number, entry);
 	w->next_request_number++;
 	return true;
@@ -646,6 +723,7 @@ fetch_and_send(Worker *w)
 	int			limit = Min(kairoi_batch_size, kairoi_max_in_flight - w->n_in_flight);
 	int64	   *exclude = palloc(Max(w->n_in_flight, 1) * sizeof(int64));
 	OutboxEntry *entries = palloc(limit * sizeof(OutboxEntry));
+	NonAsciiWrite write = {-1, 0};
 	int			nexclude = 0;
 	int			nfetched;
 	dlist_iter	iter;
@@ -662,10 +740,11 @@ fetch_and_send(Worker *w)
 
 	nfetched = outbox_fetch(w->cursor, exclude, nexclude, limit, entries);
 	w->maybe_pending = (nfetched == limit);
-	for (int i = 0; i < nfetched && !w->draining; i++)
+	for (int i = 0; i < nfetched; i++)
 	{
-		if (send_entry(w, &entries[i]))
-			w->cursor = Max(w->cursor, entries[i].seq);
+		if (!send_entry(w, &entries[i], &write))
+			break;
+		w->cursor = Max(w->cursor, entries[i].seq);
 	}
 	if (w->draining)
 		w->maybe_pending = true;

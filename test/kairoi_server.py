@@ -535,6 +535,8 @@ class Server:
             self.received = collections.deque()
             self.received_bytes = 0
             self.received_dropped = 0
+            self.reads = 0          # recv() calls that returned data
+            self.largest_read = 0   # bytes
 
     def count(self, name, n=1):
         with self.lock:
@@ -547,6 +549,8 @@ class Server:
         with self.recv_lock:
             self.received.append(data)
             self.received_bytes += len(data)
+            self.reads += 1
+            self.largest_read = max(self.largest_read, len(data))
             while self.received_bytes > RECEIVED_CAP and len(self.received) > 1:
                 old = self.received.popleft()
                 self.received_bytes -= len(old)
@@ -701,8 +705,11 @@ class Server:
     def snapshot_counts(self):
         with self.conns_lock:
             nconn = len(self.conns)
+        with self.recv_lock:
+            reads, largest_read = self.reads, self.largest_read
         return {'applied': self.applied, 'errors': self.errors, 'connections': nconn,
-                'accepted': self.accepted, 'dropped': self.dropped}
+                'accepted': self.accepted, 'dropped': self.dropped,
+                'reads': reads, 'largest_read': largest_read}
 
     def control(self, req):
         """Control commands (JSON object per line, answer per line):

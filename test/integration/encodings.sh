@@ -6,9 +6,11 @@
 #      rejected at call time (22021) and nothing is enqueued
 #   c. EUC_JP database: a character with no Unicode equivalent is rejected
 #      at call time (22P05); convertible text arrives as UTF-8
-#   d. split reads (--split-reads): 2,000 non-ASCII jobs in one transaction
-#      arrive intact, while the same SETs pipelined in one write by a raw
-#      client are corrupted (control experiment)
+#   d. split reads (--split-reads): SPLIT_JOBS (100,000) non-ASCII jobs in
+#      one transaction arrive intact, packed into writes of at most
+#      kairoi.non_ascii_write_limit (1400) bytes; with the limit at 0 each
+#      goes alone; controls: with the limit lifted to 1MB, and pipelined in
+#      one write by a raw client, they are corrupted
 #   e. execution time boundaries and rounding up
 #   f. protocol injection through every argument position
 #   g. argument size limit (65535 bytes of UTF-8)
@@ -222,38 +224,89 @@ check_job "c: a JIS X 0212 character arrives as UTF-8" "$SRV_CPORT" "'x0212-\\u4
 # d. The reference server's split reads
 # ---------------------------------------------------------------------------
 echo "# d. split reads"
+# server_count CONTROL_PORT FIELD: a field of the test server's counts
+server_count() {
+	$KCTL --port "$1" counts | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['$2'])"
+}
+# set_write_limit VALUE: kairoi.non_ascii_write_limit for the next serve
+# (which reloads; the worker serving the new port proves it has reloaded)
+set_write_limit() {
+	psql_at PG postgres -c "ALTER SYSTEM SET kairoi.non_ascii_write_limit = '$1'" >/dev/null
+}
+# enqueue_split N [KIND]: N jobs of encodings_tool.py's split identifiers
+# in one transaction, then wait until all are acknowledged
+enqueue_split() {
+	local ident="'ジョブ-' || g || '-é'"
+	[ "${2:-}" = mix ] && ident="CASE WHEN g % 2 = 1 THEN 'mix-' || g ELSE 'ミックス-' || g || '-ü' END"
+	check "d: $1 ${2:-non-ASCII} jobs enqueued in one transaction" "$1" \
+		"$(q utf8db "SELECT count(kairoi_job_set($ident, '2030-01-01 00:00:00+00'::timestamptz + g * interval '1 second'))
+			FROM generate_series(1, $1) g")"
+	q utf8db "SELECT kairoi_flush('600 seconds')" >/dev/null || fail "flush in utf8db"
+}
+SPLIT_JOBS=${SPLIT_JOBS:-100000}
 start_server SPLIT --split-reads || exit 1
+start_server SPLIT3 --split-reads || exit 1
 serve utf8db "$SPLIT_PORT"
 T0=$(date +%s%3N)
-check "d: 2000 non-ASCII jobs in one transaction" 2000 \
-	"$(q utf8db "SELECT count(kairoi_job_set('ジョブ-' || g || '-é', '2030-01-01 00:00:00+00'::timestamptz + g * interval '1 second'))
-		FROM generate_series(1, 2000) g")"
-flush utf8db
-echo "# d: delivered in $(($(date +%s%3N) - T0)) ms (each non-ASCII request alone on the wire)"
-EXTENSION_RESULT=$($TOOL split-check --port "$SPLIT_CPORT" --n 2000)
+enqueue_split "$SPLIT_JOBS"
+echo "# d: delivered in $(($(date +%s%3N) - T0)) ms, $(server_count "$SPLIT_CPORT" reads) reads by the server," \
+	"largest $(server_count "$SPLIT_CPORT" largest_read) bytes"
+EXTENSION_RESULT=$($TOOL split-check --port "$SPLIT_CPORT" --n "$SPLIT_JOBS")
 echo "# d: through the extension: $EXTENSION_RESULT"
-check "d: all 2000 arrive byte for byte, no U+FFFD" "intact=2000 corrupted=0 missing=0 fffd=0" "$EXTENSION_RESULT"
-# ASCII and non-ASCII interleaved: ASCII is pipelined, each non-ASCII
-# request waits for an empty pipe and goes alone
+check "d: all $SPLIT_JOBS arrive byte for byte, no U+FFFD" \
+	"intact=$SPLIT_JOBS corrupted=0 missing=0 fffd=0" "$EXTENSION_RESULT"
+LARGEST=$(server_count "$SPLIT_CPORT" largest_read)
+if [ "$LARGEST" -le 1400 ]; then
+	pass "d: no write larger than the 1400-byte default bound ($LARGEST bytes)"
+else
+	fail "d: the server read $LARGEST bytes at once, over the 1400-byte bound"
+fi
+PER_READ=$(( SPLIT_JOBS / $(server_count "$SPLIT_CPORT" reads) ))
+if [ "$PER_READ" -ge 10 ]; then
+	pass "d: non-ASCII requests are packed ($PER_READ requests per read)"
+else
+	fail "d: only $PER_READ requests per read: not packed"
+fi
+# ASCII and non-ASCII interleaved: ASCII is pipelined, a non-ASCII request
+# waits for an empty pipe and opens a single write that what follows joins
 $KCTL --port "$SPLIT_CPORT" reset >/dev/null
-check "d: 2000 jobs, ASCII and non-ASCII interleaved, in one transaction" 2000 \
-	"$(q utf8db "SELECT count(kairoi_job_set(CASE WHEN g % 2 = 1 THEN 'mix-' || g ELSE 'ミックス-' || g || '-ü' END,
-			'2030-01-01 00:00:00+00'::timestamptz + g * interval '1 second'))
-		FROM generate_series(1, 2000) g")"
-flush utf8db
+enqueue_split 2000 mix
 MIX_RESULT=$($TOOL split-check --kind mix --port "$SPLIT_CPORT" --n 2000)
 check "d: interleaved ASCII / non-ASCII all arrive byte for byte" "intact=2000 corrupted=0 missing=0 fffd=0" "$MIX_RESULT"
 check "d: outbox empty" 0 "$(outbox_count utf8db)"
+# kairoi.non_ascii_write_limit = 0: each request alone, one per read
+set_write_limit 0
+serve utf8db "$SPLIT3_PORT"
+enqueue_split 300
+check "d: limit 0: 300 requests, each alone in its write" "300 intact=300 corrupted=0 missing=0 fffd=0" \
+	"$(server_count "$SPLIT3_CPORT" reads) $($TOOL split-check --port "$SPLIT3_CPORT" --n 300)"
+# Control: the same code with the bound far above the server's 2048-byte
+# reads packs up to kairoi.batch_size requests per write, and the server
+# corrupts them, so the checks above can fail
+set_write_limit 1MB
+$KCTL --port "$SPLIT_CPORT" reset >/dev/null
+serve utf8db "$SPLIT_PORT"
+enqueue_split "$SPLIT_JOBS"
+LIMIT_RESULT=$($TOOL split-check --port "$SPLIT_CPORT" --n "$SPLIT_JOBS")
+echo "# d: control, kairoi.non_ascii_write_limit = 1MB: $LIMIT_RESULT, largest read $(server_count "$SPLIT_CPORT" largest_read) bytes"
+LIMIT_CORRUPTED=$(sed -n 's/.* corrupted=\([0-9]*\) .*/\1/p' <<<"$LIMIT_RESULT")
+if [ "${LIMIT_CORRUPTED:-0}" -gt 0 ]; then
+	pass "d: control: $LIMIT_CORRUPTED of $SPLIT_JOBS corrupted when packing ignores the bound (the check can fail)"
+else
+	fail "d: control with the bound lifted did not reproduce the corruption: $LIMIT_RESULT"
+fi
+psql_at PG postgres -c "ALTER SYSTEM RESET kairoi.non_ascii_write_limit" >/dev/null
 start_server SPLIT2 --split-reads || exit 1
 CONTROL_RESULT=$($TOOL split-control --port "$SPLIT2_PORT" --cport "$SPLIT2_CPORT" --n 2000)
 echo "# d: control, same 2000 SETs pipelined in one write: $CONTROL_RESULT"
 CORRUPTED=$(sed -n 's/.* corrupted=\([0-9]*\) .*/\1/p' <<<"$CONTROL_RESULT")
 if [ "${CORRUPTED:-0}" -gt 0 ] && grep -q '^answers=2000 ok=2000 ' <<<"$CONTROL_RESULT"; then
-	pass "d: control experiment: $CORRUPTED of 2000 corrupted when pipelined (the check can fail)"
+	pass "d: control experiment: $CORRUPTED of 2000 corrupted when pipelined by a raw client"
 else
 	fail "d: control experiment did not reproduce the corruption: $CONTROL_RESULT"
 fi
-echo "# d: corrupted identifiers: extension $(sed -n 's/.* corrupted=\([0-9]*\) .*/\1/p' <<<"$EXTENSION_RESULT"), raw pipelined client $CORRUPTED"
+echo "# d: corrupted identifiers: extension $(sed -n 's/.* corrupted=\([0-9]*\) .*/\1/p' <<<"$EXTENSION_RESULT")," \
+	"extension with the bound lifted $LIMIT_CORRUPTED, raw pipelined client $CORRUPTED"
 
 # ---------------------------------------------------------------------------
 # e. Execution times

@@ -1,0 +1,137 @@
+#!/bin/bash
+# bench/nonascii.sh: delivery rate of jobs whose identifiers hold non-ASCII
+# text, packed into single writes against one request per round trip.
+#
+#   bash bench/nonascii.sh            # about 1-2 minutes on 2 vCPU
+#
+# The reference server corrupts a character that one of its 2048-byte reads
+# cuts in two, so the worker sends non-ASCII requests in single writes of at
+# most kairoi.non_ascii_write_limit bytes, each when nothing else is in
+# flight (README, "Pointing it at a real Kairoi server").  Two modes, in
+# alternating rounds against one test server started with --split-reads and
+# reply_delay_ms=DELAY_MS (the reference server's ~7.9 ms reply cadence):
+#   alone   kairoi.non_ascii_write_limit = 0: every non-ASCII request alone,
+#           one round trip each (the behaviour before packing);
+#   packed  the default limit (1400 bytes).
+# Each round commits JOBS_<mode> jobs 'ジョブ-<run>-<g>-é' in one statement
+# and times from the commit until the server stores them all; requests per
+# write = jobs / the server's reads (with nothing else in flight, each write
+# is one read).  Every delivered identifier is checked byte for byte.
+# Prints rates, requests per write and the ratio packed/alone (medians of
+# REPEAT rounds, with the spread); nothing is asserted on time. Ends with
+# "N passed, M failed" for the sanity checks.
+#
+# Environment: REPEAT (3), DELAY_MS (8), JOBS_ALONE (500), JOBS_PACKED
+# (10000), BENCH_RESULTS_DIR (if set: nonascii.tsv there, columns
+# mode requests_per_write rate ratio; ratio against alone).
+set -u
+# shellcheck source=test/lib.sh
+. "$(dirname "$0")/../test/lib.sh"
+
+BENCH="$KAIROI_ROOT/bench"
+TOOL="$PYTHON $KAIROI_ROOT/test/integration/encodings_tool.py"
+REPEAT=${REPEAT:-3}
+DELAY_MS=${DELAY_MS:-8}
+JOBS_ALONE=${JOBS_ALONE:-500}
+JOBS_PACKED=${JOBS_PACKED:-10000}
+RUN=0
+
+now() { date +%s.%N; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+minimum() { printf '%s\n' "$@" | sort -g | head -1; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
+server_count() {
+	$KCTL --port "$S_CPORT" counts | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['$1'])"
+}
+broken() {
+	fail "$1"
+	finish
+	exit 1
+}
+
+# set_limit VALUE|DEFAULT: kairoi.non_ascii_write_limit, reloaded by the worker
+set_limit() {
+	local value="= '$1'"
+	[ "$1" = DEFAULT ] && value="TO DEFAULT"
+	psql_at P postgres -c "ALTER SYSTEM SET kairoi.non_ascii_write_limit $value" \
+		-c "SELECT pg_reload_conf()" >/dev/null || broken "set the limit to $1"
+	sleep 1
+}
+
+# run_mode MODE COUNT: one round; prints "rate requests_per_write"
+run_mode() {
+	local mode=$1 count=$2 t1 seconds reads corrupted
+	$KCTL --port "$S_CPORT" reset >/dev/null &&
+		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$DELAY_MS" >/dev/null || return 1
+	RUN=$((RUN + 1))
+	psql_at P postgres -c "VACUUM kairoi.outbox" || return 1
+	psql_at P postgres -c "SELECT count(kairoi_job_set('ジョブ-$RUN-' || g || '-é',
+		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $count) g" >/dev/null ||
+		return 1
+	t1=$(now)
+	seconds=$($PYTHON "$BENCH/wait_jobs.py" --cport "$S_CPORT" --count "$count" --t0 "$t1") ||
+		return 1
+	reads=$(server_count reads)
+	corrupted=$($TOOL find-job --port "$S_CPORT" --id-expr "'\\ufffd'")
+	[ -z "$corrupted" ] || {
+		echo "run $RUN ($mode): corrupted identifiers on the server: $corrupted" >&2
+		return 1
+	}
+	psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null || return 1
+	echo "$(fdiv "$count" "$seconds" %.1f) $(fdiv "$count" "$reads" %.1f)"
+}
+
+echo "# kairoi non-ASCII benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc) CPU," \
+	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# REPEAT=$REPEAT DELAY_MS=$DELAY_MS JOBS_ALONE=$JOBS_ALONE JOBS_PACKED=$JOBS_PACKED"
+
+start_server S --split-reads || broken "start the test server"
+start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
+wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
+
+declare -A RATES PER_WRITE
+TSV_ROWS=""
+for ((r = 0; r < REPEAT; r++)); do
+	for mode in alone packed; do
+		if [ "$mode" = alone ]; then
+			set_limit 0
+			count=$JOBS_ALONE
+		else
+			set_limit DEFAULT
+			count=$JOBS_PACKED
+		fi
+		line=$(run_mode "$mode" "$count") || broken "round $r, $mode"
+		read -r rate per_write <<<"$line"
+		RATES[$mode]="${RATES[$mode]:-} $rate"
+		PER_WRITE[$mode]="${PER_WRITE[$mode]:-} $per_write"
+		echo "# round $((r + 1)) $mode: $count jobs, $rate jobs/s, $per_write requests per write"
+	done
+done
+
+echo
+echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads (median of $REPEAT)"
+printf '%-8s %18s %12s %12s %12s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio
+base=$(median ${RATES[alone]})
+for mode in alone packed; do
+	# shellcheck disable=SC2086
+	rate=$(median ${RATES[$mode]})
+	# shellcheck disable=SC2086
+	per_write=$(median ${PER_WRITE[$mode]})
+	# shellcheck disable=SC2086
+	printf '%-8s %18s %12.0f %12.0f %12.0f %8s\n' "$mode" "$per_write" "$rate" \
+		"$(minimum ${RATES[$mode]})" "$(maximum ${RATES[$mode]})" "$(fdiv "$rate" "$base")"
+	TSV_ROWS+="$mode	$per_write	$rate	$(fdiv "$rate" "$base")
+"
+done
+if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
+	mkdir -p "$BENCH_RESULTS_DIR"
+	printf 'mode\trequests_per_write\trate\tratio\n%s' "$TSV_ROWS" >"$BENCH_RESULTS_DIR/nonascii.tsv"
+	echo "# wrote $BENCH_RESULTS_DIR/nonascii.tsv"
+fi
+
+echo
+check "nothing left in the outbox" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
+check "nothing failed" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.failed')"
+finish
