@@ -9,8 +9,8 @@
 #      worker and no connection
 #   b  a database created and given the extension mid-run is delivered
 #      within 1 s
-#   c  DROP DATABASE b while its worker has requests in flight: prompt, and
-#      a and c lose nothing
+#   c  DROP DATABASE b (and another WITH (FORCE)) while its worker has
+#      requests in flight: prompt, and a and c lose nothing
 #   d  ALTER DATABASE a SET kairoi.server while requests are unanswered:
 #      everything reaches the new server
 #   e  ALLOW_CONNECTIONS false stops the worker, true restarts it
@@ -139,6 +139,22 @@ wait_for "b forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHER
 	grep -E 'kairoi|FATAL|ERROR' "$LOG" | tail -20
 }
 enqueue c cc 1 1000
+
+# DROP DATABASE ... WITH (FORCE), the worker busy with a stalled server
+sql postgres -c "CREATE DATABASE forced" || exit 1
+sql forced -c "CREATE EXTENSION kairoi" || exit 1
+enqueue forced fc 1 300
+wait_for "forced's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_workers WHERE database = 'forced'"
+size=$(log_size)
+t0=$(now_ms)
+sql postgres -c "DROP DATABASE forced WITH (FORCE)" || fail "c: DROP DATABASE WITH (FORCE) failed"
+t1=$(now_ms)
+echo "# c: DROP DATABASE forced WITH (FORCE) took $((t1 - t0)) ms with requests in flight"
+if [ $((t1 - t0)) -le 2000 ]; then pass "c: DROP DATABASE WITH (FORCE) completes promptly"
+else fail "c: DROP DATABASE WITH (FORCE) took $((t1 - t0)) ms"; fi
+check "c: at most one ERROR/FATAL line for DROP DATABASE WITH (FORCE)" 1 "$(( $(log_errors_since "$size") <= 1 ))"
+wait_for "forced forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'forced'" &&
+	pass "c: kairoi_workers forgets the database dropped WITH (FORCE)" || fail "c: forced still listed"
 
 # --- d: a's server changes to S2 while S1 holds its requests unanswered
 wait_for "a's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_status()"
