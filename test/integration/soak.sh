@@ -66,10 +66,13 @@ start_server S1 || { fail "start test server S1"; finish; exit 1; }
 start_server S2 || { fail "start test server S2"; finish; exit 1; }
 start_cluster P "$S1_PORT" postgres || { fail "start PostgreSQL"; finish; exit 1; }
 for db in "${DBS[@]}"; do
-	psql_at P postgres -c "CREATE DATABASE $db" &&
+	if ! { psql_at P postgres -c "CREATE DATABASE $db" &&
 		psql_at P "$db" -c "CREATE EXTENSION kairoi" \
-			-c "CREATE TABLE soak_expected (id text PRIMARY KEY, execution text NOT NULL)" ||
-		{ fail "set up database $db"; finish; exit 1; }
+			-c "CREATE TABLE soak_expected (id text PRIMARY KEY, execution text NOT NULL)"; }; then
+		fail "set up database $db"
+		finish
+		exit 1
+	fi
 done
 psql_at P postgres -c "ALTER DATABASE soak_b SET kairoi.server = '127.0.0.1:$S2_PORT'" ||
 	{ fail "give soak_b its own server"; finish; exit 1; }
