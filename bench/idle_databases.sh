@@ -34,7 +34,9 @@
 #      every one of them (the postmaster's "starting background worker
 #      process" and "unregistering background worker" lines of their
 #      probes) is read from the log.
-# Nothing is asserted on time: the script prints rates, spreads and ratios.
+# Nothing is asserted on time: the script prints rates, spreads and ratios
+# (of the medians, and the median of the ratios to the baseline of the same
+# round).
 # Ends with "N passed, M failed" for the sanity checks (every job delivered,
 # the variants' states reached, no connection left to a database without
 # the extension).
@@ -216,7 +218,7 @@ wait_for "the worker" 30 worker_is_up P bench || broken "worker started"
 if ! { warm_up && deliver "$JOBS" >/dev/null; }; then broken "first delivery"; fi
 
 # --- 1. delivery rate per variant, alternating
-declare -A RATES
+declare -A RATES ROUND_RATE
 echo
 echo "## 1. delivery rate of one database, $JOBS jobs, reply_delay_ms=$DELAY_MS ($ROUNDS rounds)"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -228,6 +230,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		seconds=$(deliver "$JOBS") || broken "delivery, variant $v, round $round"
 		r=$(fdiv "$JOBS" "$seconds" %.1f)
 		RATES[$v]="${RATES[$v]:-} $r"
+		ROUND_RATE[$v,$round]=$r
 		line="$line $v $(printf '%.0f' "$r")/s"
 	done
 	echo "$line"
@@ -237,8 +240,8 @@ done
 	printf 'idle_databases\trate\tratio\tidle_timeout_ms\tmin_rate\tmax_rate\trounds\n' \
 		>"$BENCH_RESULTS_DIR/idle_databases.tsv"
 echo
-printf '%-8s %6s %16s %12s %12s %12s %8s\n' "variant" "idle" "idle_timeout" "median/s" \
-	"min/s" "max/s" "ratio"
+printf '%-8s %6s %16s %12s %12s %12s %8s %24s\n' "variant" "idle" "idle_timeout" "median/s" \
+	"min/s" "max/s" "ratio" "same-round ratio med/min/max"
 # shellcheck disable=SC2086
 base=$(median ${RATES[none]})
 for v in "${VARIANTS[@]}"; do
@@ -251,8 +254,15 @@ for v in "${VARIANTS[@]}"; do
 	closed) n=$IDLE_DBS timeout=$DEFAULT_IDLE_TIMEOUT_MS ;;
 	esac
 	ratio=$(fdiv "$med" "$base")
-	printf '%-8s %6s %16s %12.0f %12.0f %12.0f %8s\n' "$v" "$n" "${timeout} ms" "$med" \
-		"$(minimum "$@")" "$(maximum "$@")" "$ratio"
+	# the ratio to the baseline measured in the same round, less exposed
+	# to the machine's load changing over the run
+	paired=()
+	for ((round = 1; round <= ROUNDS; round++)); do
+		paired+=("$(fdiv "${ROUND_RATE[$v,$round]}" "${ROUND_RATE[none,$round]}")")
+	done
+	printf '%-8s %6s %16s %12.0f %12.0f %12.0f %8s %24s\n' "$v" "$n" "${timeout} ms" "$med" \
+		"$(minimum "$@")" "$(maximum "$@")" "$ratio" \
+		"$(median "${paired[@]}") / $(minimum "${paired[@]}") / $(maximum "${paired[@]}")"
 	[ -n "${BENCH_RESULTS_DIR:-}" ] &&
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$med" "$ratio" "$timeout" \
 			"$(minimum "$@")" "$(maximum "$@")" "$#" >>"$BENCH_RESULTS_DIR/idle_databases.tsv"
