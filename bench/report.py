@@ -249,11 +249,15 @@ def md_latency(rows):
 def md_idle_databases(rows):
     if not rows:
         return []
+    # idle_timeout_ms (optional) tells apart idle workers connected (0) and closed
+    timeouts = 'idle_timeout_ms' in rows[0]
     return ['### Idle databases (`bench/idle_databases.sh`)', '',
             'Delivery rate with idle databases served by their own workers, as a ratio of '
             '%s in the same run.' % baseline_of(rows, 'idle_databases'), ''] + md_table(
-        ['idle databases', 'rate', 'ratio'], 'rrr',
-        [[r['idle_databases'], rate(num(r, 'rate')), '**%.2f**' % num(r, 'ratio')]
+        ['idle databases'] + (['kairoi.idle_timeout ms'] if timeouts else []) + ['rate', 'ratio'],
+        'rrrr' if timeouts else 'rrr',
+        [[r['idle_databases']] + ([r['idle_timeout_ms']] if timeouts else [])
+         + [rate(num(r, 'rate')), '**%.2f**' % num(r, 'ratio')]
          for r in rows]) + ['']
 
 

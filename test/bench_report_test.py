@@ -77,6 +77,12 @@ def test_percentile():
     rows = [{'state': 'connected', 'latency_ms': str(x), 'delay_ms': '0'} for x in (3, 1, 2)]
     check('latency table: p50 p90 p99 max per state', '| 0 | `connected` | 3 | 2.00 | 3.00 | '
           '3.00 | 3.00 |' in report.md_latency(rows))
+    rows = [{'idle_databases': n, 'rate': r, 'ratio': q, 'idle_timeout_ms': t}
+            for n, r, q, t in (('0', '100', '1.00', '60000'), ('9', '98', '0.98', '0'),
+                               ('9', '99', '0.99', '60000'))]
+    got = report.md_idle_databases(rows)
+    check('idle databases: the optional idle_timeout_ms column tells the variants apart',
+          '| 9 | 0 | 98 | **0.98** |' in got and '| 9 | 60000 | 99 | **0.99** |' in got, str(got))
 
 
 def test_bad_input(tmp):
