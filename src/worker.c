@@ -1191,6 +1191,14 @@ kairoi_worker_main(Datum main_arg)
 	SetConfigOption("lock_timeout", WORKER_LOCK_TIMEOUT, PGC_SUSET,
 					PGC_S_OVERRIDE);
 
+	/*
+	 * The worker's commits (acknowledged rows deleted, rejections counted)
+	 * need not wait for their WAL to reach disk: one lost in a crash only
+	 * makes the worker send those rows again, which delivery at least once
+	 * allows.  Each batch of answers would otherwise wait for a WAL flush.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!start_serving(database))
 		proc_exit(0);
