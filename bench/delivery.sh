@@ -180,7 +180,7 @@ if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 	rm -f "$BENCH_RESULTS_DIR/delivery.tsv" "$BENCH_RESULTS_DIR/delivery_window.tsv"
 fi
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres "kairoi.max_in_flight = $WINDOW
+start_cluster P "$S_PORT" "kairoi.max_in_flight = $WINDOW
 kairoi.batch_size = $BATCH" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"

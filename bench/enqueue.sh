@@ -338,7 +338,7 @@ fi
 
 WORK=$(make_temp_dir)
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+start_cluster P "$S_PORT" || broken "start PostgreSQL"
 sql "CREATE EXTENSION kairoi" >/dev/null || broken "CREATE EXTENSION"
 setup_schema >/dev/null || broken "create the benchmark tables and triggers"
 wait_for "worker" 30 worker_is_up P postgres || broken "worker running"

@@ -46,7 +46,7 @@ fill() {
 
 echo "# flush overhead: FLUSH_JOBS=$FLUSH_JOBS"
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+start_cluster P "$S_PORT" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 wpid=$(worker_pid P postgres)

@@ -204,7 +204,7 @@ echo "# JOBS=$JOBS ROUNDS=$ROUNDS DELAY_MS=$DELAY_MS IDLE_DBS=$IDLE_DBS CPU_SECO
 	"SCAN_DBS=$SCAN_DBS SCAN_SECONDS=$SCAN_SECONDS"
 
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres "kairoi.poll_interval = 10000
+start_cluster P "$S_PORT" "kairoi.poll_interval = 10000
 max_worker_processes = $((IDLE_DBS + 16))
 log_line_prefix = '%m [%p] '" || broken "start PostgreSQL"
 LOG="$P_DIR/postgres.log"

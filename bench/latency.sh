@@ -58,7 +58,7 @@ if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 fi
 
 start_server S --record-times || broken "start the test server"
-start_cluster P "$S_PORT" postgres "track_commit_timestamp = on" || broken "start PostgreSQL"
+start_cluster P "$S_PORT" "track_commit_timestamp = on" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 psql_at P postgres -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" \

@@ -40,7 +40,7 @@ broken() {
 echo "# memory: MEMORY_JOBS=$MEMORY_JOBS MEMORY_BATCH=$MEMORY_BATCH" \
 	"MEMORY_DELAY_MS=$MEMORY_DELAY_MS MEMORY_BOUND_MB=$MEMORY_BOUND_MB"
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+start_cluster P "$S_PORT" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 $KCTL --port "$S_CPORT" fault "reply_delay_ms=$MEMORY_DELAY_MS" >/dev/null

@@ -87,7 +87,7 @@ echo "# kairoi non-ASCII benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc
 echo "# REPEAT=$REPEAT DELAY_MS=$DELAY_MS JOBS_ALONE=$JOBS_ALONE JOBS_PACKED=$JOBS_PACKED"
 
 start_server S --split-reads || broken "start the test server"
-start_cluster P "$S_PORT" postgres || broken "start PostgreSQL"
+start_cluster P "$S_PORT" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 

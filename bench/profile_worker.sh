@@ -24,7 +24,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 command -v perf >/dev/null || { fail "perf is not installed"; finish; exit 1; }
 start_server S || exit 1
-start_cluster P "$S_PORT" postgres "kairoi.batch_size = 500" || exit 1
+start_cluster P "$S_PORT" "kairoi.batch_size = 500" || exit 1
 psql_at P postgres -c "CREATE EXTENSION kairoi" || exit 1
 wait_for "the worker" 30 worker_is_up P postgres || exit 1
 wpid=$(worker_pid P postgres)

@@ -121,10 +121,13 @@ kill_server() {
 	return 0
 }
 
-# start_cluster VAR_PREFIX SERVER_PORT DATABASE [extra postgresql.conf lines]
+# start_cluster VAR_PREFIX SERVER_PORT [extra postgresql.conf lines]
 # Sets ${PREFIX}_DIR, ${PREFIX}_PORT and ${PREFIX}_HOST (socket directory).
+# Every database that gets the extension is served (kairoi.server is the
+# test server at SERVER_PORT); kairoi.idle_timeout = 0 keeps connections
+# open, as most tests expect (test/integration/idle_connection.sh sets it).
 start_cluster() {
-	local prefix=$1 server_port=$2 database=$3 extra=${4:-}
+	local prefix=$1 server_port=$2 extra=${3:-}
 	local dir port
 	dir=$(make_temp_dir)
 	port=$(free_port)

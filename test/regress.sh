@@ -23,7 +23,7 @@ export KCTL="$PYTHON $TOOLS/kairoi_ctl.py --port $SRV_CPORT"
 export KSERVER="$PYTHON $TOOLS/server_to_csv.py --port $SRV_CPORT"
 
 # The settings the expected output assumes, as for make installcheck
-start_cluster PG "$SRV_PORT" "$DB" "$(cat test/installcheck.conf)" || exit 1
+start_cluster PG "$SRV_PORT" "$(cat test/installcheck.conf)" || exit 1
 psql_at PG postgres -c "CREATE DATABASE $DB" || exit 1
 # for the isolation specs, whose COPY ... PROGRAM runs in the server
 psql_at PG postgres -c "ALTER DATABASE $DB SET kairoi_test.kserver = '$KSERVER'" \

@@ -11,7 +11,7 @@ source "$(dirname "$0")/../lib.sh"
 # transcript with nothing to normalise comes out as psql printed it (but
 # for trailing blanks and blank lines at the end, which the docs drop)
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" postgres || exit 1
+start_cluster PG "$SRV_PORT" || exit 1
 RAW=$(make_temp_dir)/raw
 "$PGBIN/psql" -X -a -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres >"$RAW" 2>&1 <<'SQL'
 SELECT name, boot_val AS "default", unit FROM pg_settings WHERE name LIKE 'max_w%' ORDER BY name;

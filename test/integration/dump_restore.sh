@@ -7,7 +7,7 @@ set -u
 source "$(dirname "$0")/../lib.sh"
 
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" app "kairoi.max_attempts = 1" || exit 1
+start_cluster PG "$SRV_PORT" "kairoi.max_attempts = 1" || exit 1
 psql_at PG postgres -c "CREATE DATABASE app" || exit 1
 psql_at PG app -c "CREATE EXTENSION kairoi" || exit 1
 wait_for "the worker" 60 worker_is_up PG app

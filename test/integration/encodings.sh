@@ -60,7 +60,7 @@ serve() {
 }
 
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" latin1db || exit 1
+start_cluster PG "$SRV_PORT" || exit 1
 psql_at PG postgres -c "CREATE DATABASE latin1db ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" \
 	-c "CREATE DATABASE sqlasciidb ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" \
 	-c "CREATE DATABASE eucjpdb ENCODING 'EUC_JP' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" \

@@ -9,7 +9,7 @@ set -u
 . "$(dirname "$0")/../lib.sh"
 
 start_server S --record-times || exit 1
-start_cluster PG "$S_PORT" postgres "kairoi.idle_timeout = 1s
+start_cluster PG "$S_PORT" "kairoi.idle_timeout = 1s
 track_commit_timestamp = on" || exit 1
 
 sql() { psql_at PG app "$@"; }

@@ -26,7 +26,7 @@ set -u
 
 start_server S1 || exit 1
 start_server S2 || exit 1
-start_cluster PG "$S1_PORT" postgres "kairoi.poll_interval = 2000
+start_cluster PG "$S1_PORT" "kairoi.poll_interval = 2000
 max_worker_processes = 16" || exit 1
 LOG="$PG_DIR/postgres.log"
 

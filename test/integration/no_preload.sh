@@ -9,7 +9,7 @@ set -u
 source "$(dirname "$0")/../lib.sh"
 
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" app || exit 1
+start_cluster PG "$SRV_PORT" || exit 1
 DB=app
 psql_at PG postgres -c "CREATE DATABASE $DB" || exit 1
 

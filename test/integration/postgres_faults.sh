@@ -65,7 +65,7 @@ check_outbox_empty() {
 }
 
 start_server SRV || exit 1
-start_cluster PG "$SRV_PORT" "$DB" "max_wal_senders = 4
+start_cluster PG "$SRV_PORT" "max_wal_senders = 4
 max_prepared_transactions = 2" || exit 1
 # pg_basebackup (d) connects through the local socket
 if ! grep -Eq '^local +replication +all +trust' "$PG_DIR/data/pg_hba.conf"; then

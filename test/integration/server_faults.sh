@@ -131,7 +131,7 @@ setup_failed() {
 }
 
 start_server A || setup_failed "test server A did not start"
-start_cluster PG "$A_PORT" "$DB" "kairoi.max_attempts = 3" || setup_failed "cluster did not start"
+start_cluster PG "$A_PORT" "kairoi.max_attempts = 3" || setup_failed "cluster did not start"
 psql_at PG postgres -c "CREATE DATABASE $DB" || setup_failed "CREATE DATABASE"
 sql "CREATE EXTENSION kairoi" || setup_failed "CREATE EXTENSION kairoi"
 sql "CREATE TABLE expected (id text PRIMARY KEY, at timestamptz NOT NULL)" || setup_failed "table expected"

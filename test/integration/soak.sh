@@ -64,7 +64,7 @@ pending_in() { psql_at P "$1" -c "SELECT pending FROM kairoi_status()"; }
 
 start_server S1 || { fail "start test server S1"; finish; exit 1; }
 start_server S2 || { fail "start test server S2"; finish; exit 1; }
-start_cluster P "$S1_PORT" postgres || { fail "start PostgreSQL"; finish; exit 1; }
+start_cluster P "$S1_PORT" || { fail "start PostgreSQL"; finish; exit 1; }
 for db in "${DBS[@]}"; do
 	if ! { psql_at P postgres -c "CREATE DATABASE $db" &&
 		psql_at P "$db" -c "CREATE EXTENSION kairoi" \

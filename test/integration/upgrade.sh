@@ -30,7 +30,7 @@ set -u
 
 start_server SRV || exit 1
 # postgresql.conf still names the settings 1.1 retired: PostgreSQL starts
-start_cluster PG "$SRV_PORT" postgres "kairoi.max_attempts = 2
+start_cluster PG "$SRV_PORT" "kairoi.max_attempts = 2
 kairoi.database = 'old'
 kairoi.window = 100" || exit 1
 WORK=$(make_temp_dir)

@@ -18,7 +18,7 @@ SHORT_OUTAGE_SECONDS=${SHORT_OUTAGE_SECONDS:-20}
 
 start_server S || exit 1
 start_server S2 || exit 1
-start_cluster PG "$S_PORT" postgres "kairoi.backoff_min = 100ms
+start_cluster PG "$S_PORT" "kairoi.backoff_min = 100ms
 kairoi.backoff_max = 1s
 kairoi.max_attempts = 2" || exit 1
 LOG="$PG_DIR/postgres.log"

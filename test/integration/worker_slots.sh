@@ -10,7 +10,7 @@ set -u
 start_server S || exit 1
 # Three slots: the kairoi launcher and two workers (no logical replication
 # launcher, no parallel workers)
-start_cluster PG "$S_PORT" postgres "max_worker_processes = 3
+start_cluster PG "$S_PORT" "max_worker_processes = 3
 max_logical_replication_workers = 0
 max_parallel_workers = 0
 max_parallel_workers_per_gather = 0" || exit 1
