@@ -76,7 +76,10 @@ grep -v '^running with root privileges' "$WORK/lintian.log" | sed 's/^/# lintian
 check "lintian reports no errors" "0 0" "$rc $(grep -c '^E:' "$WORK/lintian.log")"
 
 if [ -z "$ROOT" ]; then
-	apt-get install -y -q -o DPkg::Lock::Timeout=600 "$DEB" >"$WORK/install.log" 2>&1
+	# --reinstall: on a machine where an earlier run left the same version
+	# installed (and make install has since overwritten its files), apt
+	# would otherwise keep what is there
+	apt-get install -y -q --reinstall -o DPkg::Lock::Timeout=600 "$DEB" >"$WORK/install.log" 2>&1
 	check "apt-get install ./$(basename "$DEB") succeeds" 0 $?
 	check "the package is installed" "install ok installed" \
 		"$(dpkg-query -W -f='${Status}' "$PACKAGE" 2>&1)"

@@ -72,8 +72,31 @@ server_has_job() { $KCTL --port "$1" job "$2" >/dev/null; }
 log_errors_since() { tail -c +"$1" "$LOG" | grep -cE '(ERROR|FATAL):'; }
 log_size() { stat -c %s "$LOG"; }
 now_ms() { date +%s%3N; }
-# background enqueuers to wait for (a bare wait would wait for the servers)
-pids=()
+
+# drop_promptly STATEMENT: the drop succeeds within 2 s, with at most
+# one ERROR/FATAL line in the log (the worker's termination)
+drop_promptly() {
+	local size t0 t1
+	size=$(log_size)
+	t0=$(now_ms)
+	sql postgres -c "$1" || fail "c: $1 failed"
+	t1=$(now_ms)
+	echo "# c: $1 took $((t1 - t0)) ms with requests in flight"
+	if [ $((t1 - t0)) -le 2000 ]; then pass "c: $1 completes promptly"
+	else fail "c: $1 took $((t1 - t0)) ms"; fi
+	check "c: at most one ERROR/FATAL line for $1" 1 "$(( $(log_errors_since "$size") <= 1 ))"
+}
+# enqueue_all "DB PREFIX FIRST LAST"...: those enqueues at once, waited for
+# by pid (a bare wait would also wait for the test servers)
+enqueue_all() {
+	local spec pids=()
+	for spec in "$@"; do
+		# shellcheck disable=SC2086  # DB PREFIX FIRST LAST
+		enqueue $spec &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+}
 
 # --- a: three databases, two servers, one database without the extension
 for db in a b c d; do sql postgres -c "CREATE DATABASE $db" || exit 1; done
@@ -86,14 +109,7 @@ check "a: kairoi_workers lists a, b and c" "a b c" \
 check "a: c's worker uses its database's server" "127.0.0.1:$S2_PORT" \
 	"$(sql a -c "SELECT server FROM kairoi_workers WHERE database = 'c'")"
 
-enqueue a a 1 3000 &
-pids+=($!)
-enqueue b b 1 3000 &
-pids+=($!)
-enqueue c c 1 3000 &
-pids+=($!)
-wait "${pids[@]}"
-pids=()
+enqueue_all "a a 1 3000" "b b 1 3000" "c c 1 3000"
 for db in a b c; do flush "$db"; done
 check "a: S1 holds exactly a's and b's jobs" "a:3000 b:3000 c:0" "$(server_jobs "$S1_CPORT" a b c)"
 check "a: S2 holds exactly c's jobs" "a:0 b:0 c:3000" "$(server_jobs "$S2_CPORT" a b c)"
@@ -117,21 +133,9 @@ check "b: S1 holds e's job" "e:1" "$(server_jobs "$S1_CPORT" e)"
 
 # --- c: DROP DATABASE b with requests in flight
 $KCTL --port "$S1_CPORT" fault stall=true >/dev/null
-enqueue b bc 1 500 &
-pids+=($!)
-enqueue a ac 1 1000 &
-pids+=($!)
-wait "${pids[@]}"
-pids=()
+enqueue_all "b bc 1 500" "a ac 1 1000"
 wait_for "b's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_workers WHERE database = 'b'"
-size=$(log_size)
-t0=$(now_ms)
-sql postgres -c "DROP DATABASE b" || fail "c: DROP DATABASE b failed"
-t1=$(now_ms)
-echo "# c: DROP DATABASE b took $((t1 - t0)) ms with requests in flight"
-if [ $((t1 - t0)) -le 2000 ]; then pass "c: DROP DATABASE completes promptly"
-else fail "c: DROP DATABASE took $((t1 - t0)) ms"; fi
-check "c: at most one ERROR/FATAL line for DROP DATABASE" 1 "$(( $(log_errors_since "$size") <= 1 ))"
+drop_promptly "DROP DATABASE b"
 wait_for "b forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'b'" &&
 	pass "c: kairoi_workers forgets the dropped database" || {
 	fail "c: b still listed"
@@ -145,14 +149,7 @@ sql postgres -c "CREATE DATABASE forced" || exit 1
 sql forced -c "CREATE EXTENSION kairoi" || exit 1
 enqueue forced fc 1 300
 wait_for "forced's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_workers WHERE database = 'forced'"
-size=$(log_size)
-t0=$(now_ms)
-sql postgres -c "DROP DATABASE forced WITH (FORCE)" || fail "c: DROP DATABASE WITH (FORCE) failed"
-t1=$(now_ms)
-echo "# c: DROP DATABASE forced WITH (FORCE) took $((t1 - t0)) ms with requests in flight"
-if [ $((t1 - t0)) -le 2000 ]; then pass "c: DROP DATABASE WITH (FORCE) completes promptly"
-else fail "c: DROP DATABASE WITH (FORCE) took $((t1 - t0)) ms"; fi
-check "c: at most one ERROR/FATAL line for DROP DATABASE WITH (FORCE)" 1 "$(( $(log_errors_since "$size") <= 1 ))"
+drop_promptly "DROP DATABASE forced WITH (FORCE)"
 wait_for "forced forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'forced'" &&
 	pass "c: kairoi_workers forgets the database dropped WITH (FORCE)" || fail "c: forced still listed"
 
@@ -232,14 +229,7 @@ wait_for "g.1 on S1" 5 server_has_job "$S1_CPORT" g.1 && pass "g: CREATE EXTENSI
 # --- h: crash restarts with several databases
 $KCTL --port "$S1_CPORT" fault refuse=true >/dev/null
 $KCTL --port "$S2_CPORT" fault refuse=true >/dev/null
-enqueue a ah 1 1000 &
-pids+=($!)
-enqueue c ch 1 1000 &
-pids+=($!)
-enqueue f fh 1 1000 &
-pids+=($!)
-wait "${pids[@]}"
-pids=()
+enqueue_all "a ah 1 1000" "c ch 1 1000" "f fh 1 1000"
 stop_postgres PG immediate
 start_postgres PG || exit 1
 $KCTL --port "$S1_CPORT" fault refuse=false >/dev/null
@@ -249,12 +239,7 @@ check "h: S1 after immediate stop" "ah:1000 fh:1000" "$(server_jobs "$S1_CPORT" 
 check "h: S2 after immediate stop" "ch:1000" "$(server_jobs "$S2_CPORT" ch)"
 
 $KCTL --port "$S1_CPORT" fault stall=true >/dev/null
-enqueue a ak 1 1000 &
-pids+=($!)
-enqueue f fk 1 1000 &
-pids+=($!)
-wait "${pids[@]}"
-pids=()
+enqueue_all "a ak 1 1000" "f fk 1 1000"
 wait_for "a's worker" 10 has_worker a
 kill -KILL "$(worker_pid_in f)"
 sleep 1
