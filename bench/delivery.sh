@@ -36,10 +36,9 @@
 # BATCH_SIZES ("100 500 2000"), WINDOW (1000: window of the main runs and
 # the batch sweep), BATCH (500: batch of the main runs).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-BENCH="$KAIROI_ROOT/bench"
 JOBS=${JOBS:-100000}
 REPEAT=${REPEAT:-3}
 DELAY_MS=${DELAY_MS:-8}
@@ -50,16 +49,6 @@ BATCH_SIZES=${BATCH_SIZES:-"100 500 2000"}
 WINDOW=${WINDOW:-1000}
 BATCH=${BATCH:-500}
 RUN=0
-
-now() { date +%s.%N; }
-# median of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-# fdiv A B [FORMAT]
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
-# CPU seconds (user+system) used so far by a process
-cpu_seconds() {
-	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 
 # server_reset DELAY: forget all jobs, clear faults, set the reply delay
 server_reset() {
@@ -150,12 +139,6 @@ rounds() {
 		line+=" $(median ${fields[i]})"
 	done
 	echo "$line"
-}
-
-broken() {
-	fail "$1"
-	finish
-	exit 1
 }
 
 # tsv_row FILE HEADER FIELDS...: append a row to BENCH_RESULTS_DIR/FILE,

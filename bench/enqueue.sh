@@ -57,8 +57,8 @@
 # SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With BENCH_RESULTS_DIR set, writes
 # enqueue.tsv and enqueue_set.tsv there (columns: docs/benchmarks.md).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
@@ -71,16 +71,6 @@ SET_CASES=${SET_CASES:-"plain_insert_select outbox_copy_insert_select kairoi_sel
 # The orders tables whose triggers schedule jobs through kairoi
 KAIROI_ORDERS=$(for v in $VARIANTS; do case $v in kairoi_*) printf 'orders_%s ' "$v" ;; esac; done)
 
-# median of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -1; }
-maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-# fdiv A B [FORMAT [SCALE]]: A * SCALE / B
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" -v s="${4:-1}" 'BEGIN {if (b > 0) printf f, a*s/b; else print "n/a"}'; }
-cpu_seconds() {
-	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-broken() { fail "$*"; finish; exit 1; }
 sql() { psql_at P postgres -c "$1"; }
 worker_connected() { [ "$(sql "SELECT state FROM kairoi_status()")" = connected ]; }
 

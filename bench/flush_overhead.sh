@@ -14,23 +14,13 @@
 # during the drain (one value = it held the xmin horizon back throughout).
 # No timing assertion (only sanity checks).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 FLUSH_JOBS=${FLUSH_JOBS:-300000}
-BENCH="$KAIROI_ROOT/bench"
 started=$SECONDS
 
-now() { date +%s.%N; }
-cpu_seconds() {
-	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a - b}'; }
-broken() {
-	fail "$1"
-	finish
-	exit 1
-}
 
 # fill PREFIX: FLUSH_JOBS jobs in the outbox, none delivered
 fill() {

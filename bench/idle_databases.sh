@@ -47,10 +47,9 @@
 # idle_databases rate ratio idle_timeout_ms min_rate max_rate rounds
 # (idle_timeout_ms: the kairoi.idle_timeout of the variant, 0 = open).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-BENCH="$KAIROI_ROOT/bench"
 JOBS=${JOBS:-30000}
 ROUNDS=${ROUNDS:-5}
 DELAY_MS=${DELAY_MS:-0}
@@ -61,24 +60,6 @@ SCAN_SECONDS=${SCAN_SECONDS:-60}
 DEFAULT_IDLE_TIMEOUT_MS=60000
 VARIANTS=(none open closed)
 RUN=0
-
-now() { date +%s.%N; }
-# median, min and max of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -1; }
-maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-# fdiv A B [FORMAT]
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
-# CPU seconds (user+system) used so far by the processes given
-cpu_seconds() {
-	local hz pid total=0 s
-	hz=$(getconf CLK_TCK)
-	for pid in "$@"; do
-		s=$(awk -v hz="$hz" '{print ($14 + $15) / hz}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-		total=$(awk -v a="$total" -v b="$s" 'BEGIN {print a + b}')
-	done
-	echo "$total"
-}
 
 # CPU nanoseconds on a core so far, all threads (first field of
 # /proc/<pid>/task/*/schedstat): the time utime + stime count, without
@@ -95,12 +76,6 @@ cpu_used() {
 	awk -v s0="$1" -v s1="$2" -v n0="$3" -v n1="$4" -v t="$5" 'BEGIN {
 		printf "%.2f ms (%.4f %% of a core; stat: %.0f ms)", (n1 - n0) / 1e6,
 			100 * (n1 - n0) / 1e9 / t, 1000 * (s1 - s0) }'
-}
-
-broken() {
-	fail "$1"
-	finish
-	exit 1
 }
 
 sql() { psql_at P "$@"; }

@@ -29,8 +29,8 @@
 # DELAY_MS (8), IDLE_SAMPLES (20 per delay), IDLE_TIMEOUT (1s: the
 # kairoi.idle_timeout of the second part).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 SAMPLES=${SAMPLES:-300}
 ROUNDS=${ROUNDS:-5}
@@ -38,12 +38,6 @@ GAP_MS=${GAP_MS:-40}
 DELAY_MS=${DELAY_MS:-8}
 IDLE_SAMPLES=${IDLE_SAMPLES:-20}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-1s}
-
-broken() {
-	fail "$1"
-	finish
-	exit 1
-}
 
 started=$SECONDS
 echo "# kairoi commit-to-acknowledgement latency: $(date -u '+%Y-%m-%d %H:%M:%S') UTC," \

@@ -18,8 +18,8 @@
 # Prints before / during (sampled) / after and ends with "N passed, M failed"
 # (exit status non-zero on failure), so it can run as a test.
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 MEMORY_JOBS=${MEMORY_JOBS:-1000000}
 MEMORY_BATCH=${MEMORY_BATCH:-100000}
@@ -30,12 +30,6 @@ started=$SECONDS
 # status_kb PID FIELD: a field of /proc/PID/status in kB
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-
-broken() {
-	fail "$1"
-	finish
-	exit 1
-}
 
 echo "# memory: MEMORY_JOBS=$MEMORY_JOBS MEMORY_BATCH=$MEMORY_BATCH" \
 	"MEMORY_DELAY_MS=$MEMORY_DELAY_MS MEMORY_BOUND_MB=$MEMORY_BOUND_MB"

@@ -25,10 +25,9 @@
 # (10000), BENCH_RESULTS_DIR (if set: nonascii.tsv there, columns
 # mode requests_per_write rate ratio; ratio against alone).
 set -u
-# shellcheck source=test/lib.sh
-. "$(dirname "$0")/../test/lib.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-BENCH="$KAIROI_ROOT/bench"
 TOOL="$PYTHON $KAIROI_ROOT/test/integration/encodings_tool.py"
 REPEAT=${REPEAT:-3}
 DELAY_MS=${DELAY_MS:-8}
@@ -36,18 +35,8 @@ JOBS_ALONE=${JOBS_ALONE:-500}
 JOBS_PACKED=${JOBS_PACKED:-10000}
 RUN=0
 
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -1; }
-maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b > 0) printf f, a/b; else print "n/a"}'; }
 server_count() {
 	$KCTL --port "$S_CPORT" counts | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['$1'])"
-}
-broken() {
-	fail "$1"
-	finish
-	exit 1
 }
 
 # set_limit VALUE|DEFAULT: kairoi.non_ascii_write_limit, reloaded by the worker
