@@ -340,6 +340,32 @@ worker_running(DatabaseEntry *entry, bool *stopped)
 	return false;
 }
 
+/*
+ * Probes running now: started by this launcher as probes, not stopped, and
+ * not yet the delivery worker of a database they found the extension in.
+ * Counted before a pass, so that the pass starts no more than the limit
+ * allows whatever order it visits the databases in.
+ */
+static int
+count_probes(void)
+{
+	HASH_SEQ_STATUS status;
+	DatabaseEntry *entry;
+	int			probes = 0;
+
+	hash_seq_init(&status, databases);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		pid_t		pid;
+
+		if (entry->handle != NULL && entry->is_probe &&
+			GetBackgroundWorkerPid(entry->handle, &pid) != BGWH_STOPPED &&
+			kairoi_find_slot(entry->database) == NULL)
+			probes++;
+	}
+	return probes;
+}
+
 /* A database without a slot: probe it once, unless there is no point */
 static void
 serve_unclaimed_database(DatabaseEntry *entry, bool running, bool stopped,
@@ -348,13 +374,7 @@ serve_unclaimed_database(DatabaseEntry *entry, bool running, bool stopped,
 	/* A worker that stopped without claiming a slot found no extension */
 	if (stopped)
 		entry->probed = true;
-	if (running)
-	{
-		if (entry->is_probe)
-			pass->probes_running++;
-		return;
-	}
-	if (!entry->connectable || entry->probed)
+	if (running || !entry->connectable || entry->probed)
 		return;
 	if (pass->probes_running >= MAX_CONCURRENT_PROBES)
 	{
@@ -506,6 +526,7 @@ kairoi_launcher_main(Datum main_arg)
 
 		scan_databases();
 		reconcile_with_slots();
+		pass.probes_running = count_probes();
 		hash_seq_init(&status, databases);
 		while ((entry = hash_seq_search(&status)) != NULL)
 			serve_database(entry, &pass);

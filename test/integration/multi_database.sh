@@ -86,6 +86,18 @@ drop_promptly() {
 	else fail "c: $1 took $((t1 - t0)) ms"; fi
 	check "c: at most one ERROR/FATAL line for $1" 1 "$(( $(log_errors_since "$size") <= 1 ))"
 }
+# forgotten FROM_DB DB SECONDS DESCRIPTION: kairoi_workers, read in FROM_DB,
+# stops listing DB within SECONDS; shows the view and the log if not
+forgotten() {
+	if wait_for "$2 forgotten" "$3" sql_is "$1" 0 "SELECT count(*) FROM kairoi_workers WHERE database = '$2'"; then
+		pass "$4"
+	else
+		fail "$4: $2 still listed"
+		sql "$1" -c "SELECT * FROM kairoi_workers"
+		grep -E 'kairoi|FATAL|ERROR' "$LOG" | tail -20
+	fi
+}
+
 # enqueue_all "DB PREFIX FIRST LAST"...: those enqueues at once, waited for
 # by pid (a bare wait would also wait for the test servers)
 enqueue_all() {
@@ -136,12 +148,7 @@ $KCTL --port "$S1_CPORT" fault stall=true >/dev/null
 enqueue_all "b bc 1 500" "a ac 1 1000"
 wait_for "b's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_workers WHERE database = 'b'"
 drop_promptly "DROP DATABASE b"
-wait_for "b forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'b'" &&
-	pass "c: kairoi_workers forgets the dropped database" || {
-	fail "c: b still listed"
-	sql a -c "SELECT * FROM kairoi_workers"
-	grep -E 'kairoi|FATAL|ERROR' "$LOG" | tail -20
-}
+forgotten a b 10 "c: kairoi_workers forgets the dropped database"
 enqueue c cc 1 1000
 
 # DROP DATABASE ... WITH (FORCE), the worker busy with a stalled server
@@ -150,8 +157,7 @@ sql forced -c "CREATE EXTENSION kairoi" || exit 1
 enqueue forced fc 1 300
 wait_for "forced's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_workers WHERE database = 'forced'"
 drop_promptly "DROP DATABASE forced WITH (FORCE)"
-wait_for "forced forgotten" 10 sql_is a "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'forced'" &&
-	pass "c: kairoi_workers forgets the database dropped WITH (FORCE)" || fail "c: forced still listed"
+forgotten a forced 10 "c: kairoi_workers forgets the database dropped WITH (FORCE)"
 
 # --- d: a's server changes to S2 while S1 holds its requests unanswered
 wait_for "a's requests in flight" 10 sql_is a "t" "SELECT in_flight > 0 FROM kairoi_status()"
@@ -215,12 +221,7 @@ sql f3 -c "DROP EXTENSION kairoi" || fail "g: DROP EXTENSION failed"
 echo "# g: DROP EXTENSION took $(( $(now_ms) - t0 )) ms"
 wait_for "f3's worker gone" 5 has_no_worker f3 && pass "g: DROP EXTENSION stops the worker" ||
 	fail "g: worker still runs after DROP EXTENSION"
-wait_for "f3 forgotten" 5 sql_is f "0" "SELECT count(*) FROM kairoi_workers WHERE database = 'f3'" &&
-	pass "g: kairoi_workers no longer lists f3" || {
-	fail "g: kairoi_workers still lists f3"
-	sql f -c "SELECT * FROM kairoi_workers"
-	grep -E 'kairoi|FATAL|ERROR' "$LOG" | tail -20
-}
+forgotten f f3 5 "g: kairoi_workers no longer lists f3"
 check "g: no ERROR/FATAL line for DROP EXTENSION" 0 "$(log_errors_since "$size")"
 sql f3 -c "CREATE EXTENSION kairoi" -c "SELECT kairoi_job_set('g.1', '2030-01-01')" >/dev/null
 wait_for "g.1 on S1" 5 server_has_job "$S1_CPORT" g.1 && pass "g: CREATE EXTENSION again: delivered" ||
