@@ -123,11 +123,14 @@ copy_slot(KairoiDatabaseSlot *slot, KairoiDatabaseSlot *copy)
 	SpinLockRelease(&slot->mutex);
 }
 
+static const char *const standby_state =
+"not running: hot standby (the worker starts on promotion)";
+
 static const char *
 describe_slot(const KairoiDatabaseSlot *copy)
 {
 	if (RecoveryInProgress())
-		return "not running: hot standby (the worker starts on promotion)";
+		return standby_state;
 	if (copy->worker_pid == 0)
 		return blocked_reason(copy->blocked);
 	return state_name(copy->state);
@@ -152,9 +155,7 @@ get_worker_view(WorkerView *view)
 	if (slot == NULL || view->copy.database != MyDatabaseId)
 	{
 		memset(&view->copy, 0, sizeof(view->copy));
-		view->state = RecoveryInProgress() ?
-			"not running: hot standby (the worker starts on promotion)" :
-			unserved_reason();
+		view->state = RecoveryInProgress() ? standby_state : unserved_reason();
 		return;
 	}
 	view->serves_this_database = (view->copy.worker_pid != 0);
@@ -231,8 +232,8 @@ kairoi_status(PG_FUNCTION_ARGS)
 }
 
 /*
- * kairoi_workers(): one row per database served, from shared memory only
- * (no database is read, so a monitoring role can call it anywhere).
+ * kairoi_workers(): one row per database served, from shared memory (the
+ * catalog only for the name of a database whose worker has not started).
  */
 static void
 add_worker_row(ReturnSetInfo *rsinfo, const KairoiDatabaseSlot *copy)
