@@ -8,6 +8,7 @@ OBJS = \
 	src/kcp.o \
 	src/launcher.o \
 	src/outbox.o \
+	src/outbox_direct.o \
 	src/sql_api.o \
 	src/trigger.o \
 	src/worker.o

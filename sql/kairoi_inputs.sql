@@ -104,3 +104,15 @@ SELECT kairoi_job_set('job', 'infinity');
 SELECT kairoi_job_set('job', '2262-04-11 23:47:17+00');
 SELECT kairoi_job_set(repeat('x', 65536), '2030-01-01 00:00:00+00');
 \set VERBOSITY default
+
+-- A read-only transaction cannot schedule, by any of the functions
+BEGIN READ ONLY;
+SELECT kairoi_job_set('read-only', '2030-01-01 00:00:00+00');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT kairoi_job_set_many(ARRAY['read-only'], ARRAY['2030-01-01 00:00:00+00']::timestamptz[]);
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT kairoi_rule_set_shell('read-only', 'p', '/bin/true');
+ROLLBACK;
+SELECT count(*) AS read_only_pending FROM kairoi_pending WHERE identifier = 'read-only';

@@ -3,7 +3,8 @@
  * outbox.c
  *	  All SQL that touches kairoi.outbox and kairoi.failed.
  *
- *	  User backends only ever insert or replace their own pending rows.
+ *	  User backends only ever insert or replace their own pending rows,
+ *	  through outbox_write.c (no SQL), and supersede failed entries here.
  *	  The delivery worker reads due rows, deletes acknowledged ones and
  *	  records rejections.  It never waits for a row lock: reading takes
  *	  none, and its writes skip rows locked by other transactions, so an
@@ -33,45 +34,6 @@
 #include "outbox.h"
 
 /*
- * Insert, or replace the pending value of the same (kind, identifier).  A
- * replacement keeps seq (the row's place in the queue), renews version and
- * forgets earlier rejections: it is a new value.
- *
- * The scheduling functions are SECURITY DEFINER without a fixed
- * search_path (that would cost a GUC save and restore per call), so the
- * statements they run here must mean the same
- * under any search_path a caller sets: every relation, function and
- * operator is schema-qualified (OPERATOR(pg_catalog.=), pg_catalog.min),
- * column defaults are stored resolved, and ON CONFLICT infers the unique
- * index from plain columns.  Nothing else is looked up by name.
- */
-#define ENQUEUE_UPSERT \
-"ON CONFLICT (kind, identifier) DO UPDATE " \
-"SET arguments = excluded.arguments, version = excluded.version, " \
-"    updated_at = excluded.updated_at, attempts = 0, " \
-"    next_attempt_at = NULL, last_error = NULL "
-
-static const char *const enqueue_sql =
-"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
-"VALUES ($1, $2, $3) " ENQUEUE_UPSERT
-"RETURNING seq";
-
-/*
- * Many jobs, identifiers unique, in queue order; executions already
- * formatted.  Returns the lowest seq written.
- */
-static const char *const enqueue_jobs_sql =
-"WITH written AS ("
-"  INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
-"  SELECT 'j', u.identifier, ARRAY[u.execution] "
-"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-"                 pg_catalog.unnest($2::pg_catalog.text[])) "
-"       AS u(identifier, execution) "
-"  " ENQUEUE_UPSERT
-"  RETURNING seq) "
-"SELECT pg_catalog.min(seq) FROM written";
-
-/*
  * A new value supersedes the failed entries of its identifier: retrying
  * one later would overwrite the newer value on the server.
  */
@@ -80,38 +42,8 @@ static const char *const supersede_sql =
 "WHERE kind OPERATOR(pg_catalog.=) $1 "
 "  AND identifier OPERATOR(pg_catalog.=) ANY ($2)";
 
-/*
- * Due rows after the worker's cursor.  No row lock: a row being replaced
- * is read in its committed version, which is harmless (the replacement
- * gets a new version and is sent once committed).
- */
-static const char *const fetch_sql =
-"SELECT seq, version, kind, identifier, arguments, ctid FROM kairoi.outbox "
-"WHERE seq > $1 AND seq <> ALL ($2) "
-"  AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
-"ORDER BY seq LIMIT $3";
-
 static const char *const next_retry_sql =
 "SELECT min(next_attempt_at) FROM kairoi.outbox WHERE next_attempt_at > now()";
-
-/*
- * Acknowledged rows are found by the ctid they were read at (one TID fetch
- * each, no index probe) and deleted only if their version is still the one
- * sent: a row replaced meanwhile has a new version (and a new ctid), and
- * a ctid reused by another row, after VACUUM, holds another version.  A row
- * an application holds locked is skipped, never waited for.  The lock is
- * taken in a LATERAL subquery, so that the only plan for it is one TID
- * scan per acknowledged row: a join of the outbox with the list could turn
- * into a scan of the whole outbox per acknowledgement when the statistics
- * are off (seen with the earlier seq-based join), and would copy each row
- * of the list for EvalPlanQual.
- */
-static const char *const delete_acknowledged_sql =
-"DELETE FROM kairoi.outbox WHERE ctid = ANY (ARRAY("
-"  SELECT o.ctid FROM unnest($1::tid[], $2::int8[]) AS a(ctid, version), "
-"  LATERAL (SELECT ctid FROM kairoi.outbox "
-"           WHERE ctid = a.ctid AND version = a.version "
-"           FOR UPDATE SKIP LOCKED) AS o))";
 
 /* Count one rejection; the retry delay doubles from $4 up to $5 ms */
 static const char *const reject_sql =
@@ -162,17 +94,6 @@ execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
 			 SPI_result_code_string(rc));
 }
 
-static Datum
-int8_array(const int64 *values, int n)
-{
-	Datum	   *datums = palloc(Max(n, 1) * sizeof(Datum));
-
-	for (int i = 0; i < n; i++)
-		datums[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(datums, n, INT8OID, sizeof(int64),
-										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
 /*
  * False if kairoi.failed certainly holds no entry our next statement could
  * see: it has no block (vacuum truncates it once its entries are retried
@@ -208,32 +129,25 @@ supersede_failed(char kind, Datum identifiers)
 	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
 	Datum		values[2] = {CharGetDatum(kind), identifiers};
 
+	SPI_connect();
 	prepare_once(&plan, supersede_sql, 2, argtypes);
 	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
+	SPI_finish();
 }
 
 int64
 outbox_enqueue(char kind, text *identifier, Datum arguments)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
-	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
-	arguments};
+	OutboxWriter *writer = outbox_writer_open();
+	int64		seq = outbox_writer_upsert(writer, kind, identifier, arguments);
 	Datum		identifier_datum = PointerGetDatum(identifier);
-	bool		isnull;
-	int64		seq;
 
-	SPI_connect();
-	prepare_once(&plan, enqueue_sql, 3, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
-	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull));
+	outbox_writer_close(writer);
 	if (failed_may_have_entries())
 		supersede_failed(kind,
 						 PointerGetDatum(construct_array(&identifier_datum, 1,
 														 TEXTOID, -1, false,
 														 TYPALIGN_INT)));
-	SPI_finish();
 	return seq;
 }
 
@@ -306,93 +220,27 @@ deduplicate_jobs(Datum *identifiers, Datum *executions, int n)
 int64
 outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
-	bool		isnull;
-	int64		seq;
+	OutboxWriter *writer = outbox_writer_open();
+	int64		lowest_seq = PG_INT64_MAX;
 
 	n = deduplicate_jobs(identifiers, executions, n);
-	values[0] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
-												false, TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(executions, n, TEXTOID, -1,
-												false, TYPALIGN_INT));
-
-	SPI_connect();
-	prepare_once(&plan, enqueue_jobs_sql, 2, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
-	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull));
-	if (failed_may_have_entries())
-		supersede_failed(OUTBOX_KIND_JOB, values[0]);
-	SPI_finish();
-	return seq;
-}
-
-/* Text in the database encoding to a NUL-terminated UTF-8 string */
-static char *
-text_datum_to_utf8(Datum value)
-{
-	text	   *t = DatumGetTextPP(value);
-	const char *data = VARDATA_ANY(t);
-	int			len = VARSIZE_ANY_EXHDR(t);
-	char	   *utf8 = pg_server_to_any(data, len, PG_UTF8);
-
-	return (utf8 == data) ? pnstrdup(data, len) : utf8;
-}
-
-static void
-read_entry(HeapTuple tuple, TupleDesc desc, OutboxEntry *entry)
-{
-	bool		isnull;
-	Datum	   *elements;
-	int			nelements;
-
-	entry->seq = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-	entry->version = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
-	entry->kind = DatumGetChar(SPI_getbinval(tuple, desc, 3, &isnull));
-	entry->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tuple, desc, 6,
-																	  &isnull));
-	entry->identifier = text_datum_to_utf8(SPI_getbinval(tuple, desc, 4,
-														 &isnull));
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 5,
-													   &isnull)),
-					  TEXTOID, -1, false, TYPALIGN_INT,
-					  &elements, NULL, &nelements);
-	entry->nargs = nelements;
-	entry->args = palloc(Max(nelements, 1) * sizeof(char *));
-	for (int i = 0; i < nelements; i++)
-		entry->args[i] = text_datum_to_utf8(elements[i]);
-}
-
-int
-outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
-			 OutboxEntry *entries)
-{
-	static SPIPlanPtr plan = NULL;
-	MemoryContext caller_context = CurrentMemoryContext;
-	Oid			argtypes[3] = {INT8OID, INT8ARRAYOID, INT8OID};
-	Datum		values[3];
-	int			nfetched;
-
-	SPI_connect();
-	prepare_once(&plan, fetch_sql, 3, argtypes);
-	values[0] = Int64GetDatum(after);
-	values[1] = int8_array(exclude_seqs, nexclude);
-	values[2] = Int64GetDatum(limit);
-	execute_expecting(plan, values, NULL, true, 0, SPI_OK_SELECT);
-
-	nfetched = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
 	{
-		MemoryContext spi_context = MemoryContextSwitchTo(caller_context);
+		Datum		arguments = PointerGetDatum(construct_array(&executions[i], 1,
+																TEXTOID, -1, false,
+																TYPALIGN_INT));
+		int64		seq = outbox_writer_upsert(writer, OUTBOX_KIND_JOB,
+											   DatumGetTextPP(identifiers[i]),
+											   arguments);
 
-		for (int i = 0; i < nfetched; i++)
-			read_entry(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-					   &entries[i]);
-		MemoryContextSwitchTo(spi_context);
+		lowest_seq = Min(lowest_seq, seq);
 	}
-	SPI_finish();
-	return nfetched;
+	outbox_writer_close(writer);
+	if (failed_may_have_entries())
+		supersede_failed(OUTBOX_KIND_JOB,
+						 PointerGetDatum(construct_array(identifiers, n, TEXTOID,
+														 -1, false, TYPALIGN_INT)));
+	return lowest_seq;
 }
 
 TimestampTz
@@ -412,37 +260,6 @@ outbox_next_retry_at(void)
 		result = DatumGetTimestampTz(value);
 	SPI_finish();
 	return result;
-}
-
-static Datum
-tid_array(const ItemPointerData *tids, int n)
-{
-	Datum	   *datums = palloc(Max(n, 1) * sizeof(Datum));
-
-	for (int i = 0; i < n; i++)
-		datums[i] = PointerGetDatum(&tids[i]);
-	return PointerGetDatum(construct_array(datums, n, TIDOID,
-										   sizeof(ItemPointerData), false,
-										   TYPALIGN_SHORT));
-}
-
-uint64
-outbox_delete_acknowledged(const ItemPointerData *tids, const int64 *versions,
-						   int n)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TIDARRAYOID, INT8ARRAYOID};
-	Datum		values[2];
-	uint64		deleted;
-
-	SPI_connect();
-	prepare_once(&plan, delete_acknowledged_sql, 2, argtypes);
-	values[0] = tid_array(tids, n);
-	values[1] = int8_array(versions, n);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
-	deleted = SPI_processed;
-	SPI_finish();
-	return deleted;
 }
 
 bool

@@ -36,14 +36,27 @@ typedef struct OutboxEntry
 } OutboxEntry;
 
 /*
+ * User backends (outbox_write.c): a writer, opened for one call of a
+ * scheduling function, inserts or replaces pending entries and returns
+ * each one's seq.  Two upserts of the same (kind, identifier) through one
+ * writer are not allowed: open a new writer (a new command) for that.
+ */
+typedef struct OutboxWriter OutboxWriter;
+
+extern OutboxWriter *outbox_writer_open(void);
+extern int64 outbox_writer_upsert(OutboxWriter *writer, char kind,
+								  text *identifier, Datum arguments);
+extern void outbox_writer_close(OutboxWriter *writer);
+
+/*
  * User backends: insert or replace the pending entry for (kind,
- * identifier).  Returns the entry's seq.
+ * identifier), superseding its failed entries.  Returns the entry's seq.
  */
 extern int64 outbox_enqueue(char kind, text *identifier, Datum arguments);
 
 /*
  * User backends: insert or replace n jobs (text identifiers, executions as
- * formatted text) in one statement.  Duplicate identifiers count once, at
+ * formatted text) through one writer.  Duplicate identifiers count once, at
  * the place of the first and with the execution of the last; the arrays
  * are rewritten to that effect.  Returns the lowest seq written.
  */
