@@ -63,6 +63,37 @@ SELECT identifier, execution FROM kairoi_test.server_jobs
 WHERE identifier = 'reminder-1';
 TRUNCATE kairoi_test.server_jobs;
 
+-- A session keeps what it opened to write the outbox until its transaction
+-- ends: a savepoint rolled back after the first write leaves it usable, and
+-- a utility statement on the outbox in the same transaction (which refuses
+-- to run on a table its own session holds open) first closes it
+\! $KCTL fault refuse=true >/dev/null
+BEGIN;
+SAVEPOINT first_write;
+SELECT kairoi_job_set('savepoint-undone', '2030-05-01 00:00:00+00');
+ROLLBACK TO SAVEPOINT first_write;
+SELECT kairoi_job_set('after-savepoint', '2030-05-01 00:00:00+00');
+ALTER TABLE kairoi.outbox SET (fillfactor = 90);
+SELECT kairoi_job_set('after-alter', '2030-05-02 00:00:00+00');
+ALTER TABLE kairoi.outbox RESET (fillfactor);
+COMMIT;
+BEGIN;
+SELECT kairoi_job_set('truncated', '2030-05-03 00:00:00+00');
+TRUNCATE kairoi.outbox;
+SELECT kairoi_job_set('after-truncate', '2030-05-03 00:00:00+00');
+SELECT identifier FROM kairoi_pending ORDER BY seq;
+ROLLBACK;
+SELECT identifier FROM kairoi_pending ORDER BY seq;
+SELECT reloptions FROM pg_class WHERE oid = 'kairoi.outbox'::regclass;
+\! $KCTL fault refuse=false >/dev/null
+SELECT kairoi_flush('30 seconds');
+\copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
+SELECT identifier, execution FROM kairoi_test.server_jobs
+WHERE identifier IN ('savepoint-undone', 'after-savepoint', 'after-alter',
+					 'truncated', 'after-truncate')
+ORDER BY identifier;
+TRUNCATE kairoi_test.server_jobs;
+
 -- Two-phase commit: COMMIT PREPARED fires no commit callback in the
 -- enqueueing session: kairoi_flush, or else the worker's safety poll
 -- (kairoi.poll_interval), wakes the worker

@@ -4,7 +4,7 @@
  *	  All SQL that touches kairoi.outbox and kairoi.failed.
  *
  *	  User backends only ever insert or replace their own pending rows,
- *	  through outbox_write.c (no SQL), and supersede failed entries here.
+ *	  through outbox_direct.c (no SQL), and supersede failed entries here.
  *	  The delivery worker reads due rows, deletes acknowledged ones and
  *	  records rejections.  It never waits for a row lock: reading takes
  *	  none, and its writes skip rows locked by other transactions, so an
@@ -95,29 +95,6 @@ execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
 }
 
 /*
- * False if kairoi.failed certainly holds no entry our next statement could
- * see: it has no block (vacuum truncates it once its entries are retried
- * or purged, and a committed row lives in a block).  Nearly always the
- * case, and then the supersede DELETE (a statement of its own: executor
- * start, an index scan, executor end) is skipped.
- */
-static bool
-failed_may_have_entries(void)
-{
-	Oid			failed_oid = get_relname_relid("failed",
-											   get_namespace_oid("kairoi", false));
-	Relation	failed;
-	BlockNumber nblocks;
-
-	if (!OidIsValid(failed_oid))
-		elog(ERROR, "kairoi: table kairoi.failed does not exist");
-	failed = table_open(failed_oid, AccessShareLock);
-	nblocks = RelationGetNumberOfBlocks(failed);
-	table_close(failed, NoLock);
-	return nblocks > 0;
-}
-
-/*
  * Delete the failed entries of these identifiers (a text[]).  Called after
  * the new values were written, so it runs with a snapshot no older than
  * the write's and sees every failed entry the write could see.
@@ -138,12 +115,11 @@ supersede_failed(char kind, Datum identifiers)
 int64
 outbox_enqueue(char kind, text *identifier, Datum arguments)
 {
-	OutboxWriter *writer = outbox_writer_open();
+	OutboxWriter *writer = outbox_writer_begin();
 	int64		seq = outbox_writer_upsert(writer, kind, identifier, arguments);
 	Datum		identifier_datum = PointerGetDatum(identifier);
 
-	outbox_writer_close(writer);
-	if (failed_may_have_entries())
+	if (outbox_writer_failed_may_have_entries(writer))
 		supersede_failed(kind,
 						 PointerGetDatum(construct_array(&identifier_datum, 1,
 														 TEXTOID, -1, false,
@@ -220,7 +196,7 @@ deduplicate_jobs(Datum *identifiers, Datum *executions, int n)
 int64
 outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 {
-	OutboxWriter *writer = outbox_writer_open();
+	OutboxWriter *writer = outbox_writer_begin();
 	int64		lowest_seq = PG_INT64_MAX;
 
 	n = deduplicate_jobs(identifiers, executions, n);
@@ -235,8 +211,7 @@ outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 
 		lowest_seq = Min(lowest_seq, seq);
 	}
-	outbox_writer_close(writer);
-	if (failed_may_have_entries())
+	if (outbox_writer_failed_may_have_entries(writer))
 		supersede_failed(OUTBOX_KIND_JOB,
 						 PointerGetDatum(construct_array(identifiers, n, TEXTOID,
 														 -1, false, TYPALIGN_INT)));

@@ -70,7 +70,7 @@ static const char *const column_names[OUTBOX_NCOLUMNS] = {
 	"updated_at", "attempts", "next_attempt_at", "last_error"
 };
 
-/* What one enqueueing call keeps open: the table, its indexes, two slots */
+/* What enqueueing keeps open: the table, its indexes, two slots */
 struct OutboxWriter
 {
 	Relation	outbox;
@@ -80,9 +80,9 @@ struct OutboxWriter
 	int			attnum[OUTBOX_NCOLUMNS];	/* 0-based positions, -1 unknown */
 	Oid			seq_sequence;
 	Oid			version_sequence;
+	Relation	failed;			/* kairoi.failed, only to see if it is empty */
 	TupleTableSlot *proposed;	/* the row we would insert */
-	TupleTableSlot *existing;	/* a conflicting row, once locked */
-	TupleTableSlot *replacement;	/* its new version */
+	TupleTableSlot *replacement;	/* the new version of a conflicting row */
 };
 
 static Oid
@@ -159,49 +159,104 @@ find_arbiter_index(OutboxWriter *w)
 	return InvalidOid;			/* keep compiler quiet */
 }
 
-OutboxWriter *
-outbox_writer_open(void)
+/*
+ * The writer of the current transaction, opened by its first enqueue and
+ * kept until it ends, so that a transaction scheduling many rows (a row
+ * trigger, SELECT kairoi_job_set(...) FROM ...) opens the outbox and its
+ * indexes once.  Its relations and their locks belong to the top-level
+ * transaction, so that a rolled-back savepoint leaves it usable (keeping a
+ * RowExclusiveLock until the end is harmless), and its memory to
+ * TopTransactionContext.  It holds no buffer pin between calls.  It is
+ * closed at commit or prepare, forgotten at abort (the resource owner
+ * closes what it held), and closed before any utility statement of this
+ * session, which might alter or drop the outbox and would refuse to while
+ * it is open.
+ */
+static OutboxWriter *transaction_writer = NULL;
+
+static OutboxWriter *
+open_writer(void)
 {
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	MemoryContext caller_context = MemoryContextSwitchTo(TopTransactionContext);
 	OutboxWriter *w = palloc0(sizeof(OutboxWriter));
 	Oid			namespace = get_namespace_oid("kairoi", false);
 
-	/* What the INSERT this replaces would have refused */
-	PreventCommandIfReadOnly("INSERT");
-
-	/*
-	 * A new command, as a statement would start: this call sees (and can
-	 * lock) the rows earlier calls in the same statement wrote.
-	 */
-	CommandCounterIncrement();
-
+	CurrentResourceOwner = TopTransactionResourceOwner;
 	w->outbox = open_outbox(namespace, RowExclusiveLock, w->attnum);
+	w->failed = table_open(kairoi_relation_oid(namespace, "failed"),
+						   AccessShareLock);
 	w->seq_sequence = kairoi_relation_oid(namespace, "outbox_seq");
 	w->version_sequence = kairoi_relation_oid(namespace, "outbox_version");
 
 	w->estate = CreateExecutorState();
-	w->estate->es_output_cid = GetCurrentCommandId(true);
-	w->estate->es_snapshot = GetActiveSnapshot();
 	w->result_rel = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->result_rel, w->outbox, 0, NULL, 0);
 	ExecOpenIndices(w->result_rel, true);
 	w->arbiter = list_make1_oid(find_arbiter_index(w));
 
 	w->proposed = table_slot_create(w->outbox, NULL);
-	w->existing = table_slot_create(w->outbox, NULL);
 	w->replacement = table_slot_create(w->outbox, NULL);
+	CurrentResourceOwner = caller_owner;
+	MemoryContextSwitchTo(caller_context);
 	return w;
 }
 
-void
-outbox_writer_close(OutboxWriter *w)
+OutboxWriter *
+outbox_writer_begin(void)
 {
+	/* What the INSERT this replaces would have refused */
+	PreventCommandIfReadOnly("INSERT");
+
+	if (transaction_writer == NULL)
+		transaction_writer = open_writer();
+
+	/*
+	 * A new command, as a statement would start: this call sees (and can
+	 * lock) the rows earlier calls wrote, even in the same statement.
+	 */
+	CommandCounterIncrement();
+	transaction_writer->estate->es_output_cid = GetCurrentCommandId(true);
+	transaction_writer->estate->es_snapshot = GetActiveSnapshot();
+	return transaction_writer;
+}
+
+void
+outbox_writer_release(void)
+{
+	OutboxWriter *w = transaction_writer;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+
+	if (w == NULL)
+		return;
+	transaction_writer = NULL;
+	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecDropSingleTupleTableSlot(w->proposed);
-	ExecDropSingleTupleTableSlot(w->existing);
 	ExecDropSingleTupleTableSlot(w->replacement);
 	ExecCloseIndices(w->result_rel);
 	FreeExecutorState(w->estate);
+	table_close(w->failed, NoLock);
 	table_close(w->outbox, NoLock);
+	CurrentResourceOwner = caller_owner;
 	pfree(w);
+}
+
+void
+outbox_writer_forget(void)
+{
+	transaction_writer = NULL;
+}
+
+bool
+outbox_writer_failed_may_have_entries(OutboxWriter *w)
+{
+	/*
+	 * kairoi.failed has no block when it certainly holds no entry our next
+	 * statement could see (vacuum truncates it once its entries are retried
+	 * or purged, and a committed row lives in a block): nearly always, and
+	 * then the supersede DELETE is skipped.
+	 */
+	return RelationGetNumberOfBlocks(w->failed) > 0;
 }
 
 static void
@@ -265,16 +320,16 @@ insert_speculatively(OutboxWriter *w, int64 *seq)
 
 /* As ExecCheckTupleVisible: what a transaction snapshot may not miss */
 static void
-check_visible_to_transaction(OutboxWriter *w)
+check_visible_to_transaction(OutboxWriter *w, TupleTableSlot *existing)
 {
 	bool		isnull;
 	TransactionId xmin;
 
 	if (!IsolationUsesXactSnapshot() ||
-		table_tuple_satisfies_snapshot(w->outbox, w->existing,
+		table_tuple_satisfies_snapshot(w->outbox, existing,
 									   w->estate->es_snapshot))
 		return;
-	xmin = DatumGetTransactionId(slot_getsysattr(w->existing,
+	xmin = DatumGetTransactionId(slot_getsysattr(existing,
 												 MinTransactionIdAttributeNumber,
 												 &isnull));
 	if (!TransactionIdIsCurrentTransactionId(xmin))
@@ -292,7 +347,8 @@ check_visible_to_transaction(OutboxWriter *w)
 static bool
 replace_existing(OutboxWriter *w, ItemPointer conflict, int64 *seq)
 {
-	TupleTableSlot *old = w->existing;
+	/* Per call: it holds a buffer pin, which an error would release */
+	TupleTableSlot *old = table_slot_create(w->outbox, NULL);
 	TupleTableSlot *new = w->replacement;
 	TM_FailureData tmfd;
 	TM_Result	result;
@@ -314,13 +370,13 @@ replace_existing(OutboxWriter *w, ItemPointer conflict, int64 *seq)
 				ereport(ERROR,
 						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 						 errmsg("could not serialize access due to concurrent update")));
-			ExecClearTuple(old);
+			ExecDropSingleTupleTableSlot(old);
 			return false;
 		default:
 			elog(ERROR, "kairoi: unexpected result %d locking an outbox row",
 				 (int) result);
 	}
-	check_visible_to_transaction(w);
+	check_visible_to_transaction(w, old);
 
 	slot_getallattrs(old);
 	slot_getallattrs(w->proposed);
@@ -350,7 +406,7 @@ replace_existing(OutboxWriter *w, ItemPointer conflict, int64 *seq)
 		list_free(ExecInsertIndexTuples(w->result_rel, new, w->estate, true,
 										false, NULL, NIL));
 	*seq = DatumGetInt64(old->tts_values[w->attnum[COL_SEQ]]);
-	ExecClearTuple(old);
+	ExecDropSingleTupleTableSlot(old);
 	return true;
 }
 
@@ -538,4 +594,30 @@ outbox_delete_acknowledged(const ItemPointerData *tids, const int64 *versions,
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(outbox, NoLock);
 	return deleted;
+}
+
+/* ---- Closing the transaction's writer before utility statements ---- */
+
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
+
+static void
+release_writer_before_utility(PlannedStmt *pstmt, const char *queryString,
+							  bool readOnlyTree, ProcessUtilityContext context,
+							  ParamListInfo params, QueryEnvironment *queryEnv,
+							  DestReceiver *dest, QueryCompletion *qc)
+{
+	outbox_writer_release();
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
+								  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+void
+outbox_install_utility_hook(void)
+{
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = release_writer_before_utility;
 }

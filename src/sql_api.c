@@ -545,6 +545,10 @@ end_of_transaction(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			outbox_writer_release();
+			return;
 		case XACT_EVENT_COMMIT:
 			if (kairoi_enqueued_in_transaction())
 				kairoi_announce_commit(transaction_min_seq);
@@ -552,6 +556,9 @@ end_of_transaction(XactEvent event, void *arg)
 				announce_database_changes();
 			break;
 		case XACT_EVENT_ABORT:
+			/* What the writer held goes with the transaction's resources */
+			outbox_writer_forget();
+			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED is caught by the worker's safety poll */
 			break;
