@@ -28,7 +28,14 @@
 # so that load from elsewhere on the machine spreads over all of them.
 # Medians and the spread over the rounds are reported, with
 # ratio = median tps / median tps of plain_upsert at the same server state
-# and client count.  The worker's CPU during the kairoi runs is printed too.
+# and client count; "paired" is the median over the rounds of the variant's
+# tps over plain_upsert's in the same round, which a machine whose speed
+# drifts between rounds disturbs less.  Also per variant: PostgreSQL's CPU
+# per transaction (every process of the cluster: backends, the worker,
+# WAL writer...; not pgbench, not the test server) and its ratio to
+# plain_upsert's ("CPU ratio": plain µs / variant µs, higher is cheaper),
+# the worker's CPU and, server up, the test server's CPU (% of a core).
+# With the server up, every run starts with the outbox delivered.
 #
 # Part 2, set-based (server down): rows/s of
 #   plain_insert_select       INSERT INTO reminders_plain SELECT ... FROM
@@ -54,8 +61,9 @@
 #
 # Environment: ROUNDS (3), DURATION (4 seconds per pgbench run), CLIENTS
 # ("1 4"), SERVER_STATES ("down up"), VARIANTS (all six, as above),
-# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With BENCH_RESULTS_DIR set, writes
-# enqueue.tsv and enqueue_set.tsv there (columns: docs/benchmarks.md).
+# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With
+# BENCH_RESULTS_DIR set, writes enqueue.tsv and enqueue_set.tsv there
+# (columns: docs/benchmarks.md).
 set -u
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -161,32 +169,57 @@ reset_tables() {
 		CHECKPOINT" >/dev/null
 }
 
-# pgbench_tps VARIANT CLIENTS
-pgbench_tps() {
+# pgbench_run VARIANT CLIENTS: prints "tps transactions"
+pgbench_run() {
 	"$PGBIN/pgbench" -n -h "$P_HOST" -p "$P_PORT" -U postgres -c "$2" -j "$2" \
 		-T "$DURATION" -f "$WORK/$1.sql" postgres 2>&1 |
-		awk '/^tps = / {print $3; exit}'
+		awk '/^number of transactions actually processed: / {n = $6}
+			/^tps = / {print $3, n; exit}'
 }
 
-# Part 1 for one server state: fills TPS_<state>_<clients>_<variant>
+# cpu_percent BEFORE AFTER: CPU seconds over DURATION, as % of one core
+cpu_percent() {
+	awk -v a="$1" -v b="$2" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * (b - a) / d}'
+}
+
+# Part 1 for one server state: fills, per run (round order), the lists
+# TPS_<state>_<clients>_<variant>, PGCPU_... (PostgreSQL's CPU µs per
+# transaction: backends, worker and every other process of the cluster),
+# CPU_... (the worker's CPU, % of a core) and SRVCPU_... (the test
+# server's)
 run_triggers() {
-	local state=$1 clients round v tps wpid cpu0 cpu1
+	local state=$1 clients round v result tps txns wpid w0 w1 s0 s1 p0 p1 suffix
 	for clients in $CLIENTS; do
 		for round in $(seq 1 "$ROUNDS"); do
 			reset_tables "$state"
 			# shellcheck disable=SC2046,SC2086
 			for v in $(rotate "$round" $VARIANTS); do
+				# The worker starts each run idle: what an earlier run left
+				# to deliver would count against this one
+				[ "$state" = down ] || sql "SELECT kairoi_flush('300s')" >/dev/null
 				wpid=$(worker_pid P postgres)
-				cpu0=$(cpu_seconds "${wpid:-0}")
-				tps=$(pgbench_tps "$v" "$clients")
-				cpu1=$(cpu_seconds "${wpid:-0}")
-				if [ -z "$tps" ]; then
+				w0=$(cpu_seconds "${wpid:-0}")
+				s0=$(cpu_seconds "${S_PID:-0}")
+				p0=$(postgres_cpu_seconds "$P_DIR/data")
+				result=$(pgbench_run "$v" "$clients")
+				w1=$(cpu_seconds "${wpid:-0}")
+				s1=$(cpu_seconds "${S_PID:-0}")
+				sleep 0.3 # the postmaster reaps pgbench's backends
+				p1=$(postgres_cpu_seconds "$P_DIR/data")
+				read -r tps txns <<<"$result"
+				if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" -eq 0 ]; then
 					fail "pgbench ran $v at $clients clients (server $state)"
 					continue
 				fi
-				local var="TPS_${state}_${clients}_${v}" cvar="CPU_${state}_${clients}_${v}"
-				printf -v "$var" '%s' "${!var:-} $tps"
-				printf -v "$cvar" '%s' "${!cvar:-} $(awk -v a="$cpu0" -v b="$cpu1" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * (b - a) / d}')"
+				suffix="${state}_${clients}_${v}"
+				append "TPS_$suffix" "$tps"
+				append "PGCPU_$suffix" "$(awk -v a="$p0" -v b="$p1" -v n="$txns" 'BEGIN {printf "%.1f", 1e6 * (b - a) / n}')"
+				append "CPU_$suffix" "$(cpu_percent "$w0" "$w1")"
+				if [ "$state" = up ]; then
+					append "SRVCPU_$suffix" "$(cpu_percent "$s0" "$s1")"
+				else
+					append "SRVCPU_$suffix" 0
+				fi
 				printf '  server %-4s clients %d round %d %-17s %8.0f tps\n' \
 					"$state" "$clients" "$round" "$v" "$tps"
 			done
@@ -194,30 +227,61 @@ run_triggers() {
 	done
 }
 
+# append VAR VALUE: add a word to a list variable
+append() {
+	printf -v "$1" '%s' "${!1:-} $2"
+}
+
+# paired_ratio LIST BASE_LIST: median over rounds of LIST[i] / BASE_LIST[i]
+# (each round ran every variant once, close together in time)
+paired_ratio() {
+	# shellcheck disable=SC2086
+	median $(paste <(printf '%s\n' $1) <(printf '%s\n' $2) |
+		awk '$2 > 0 {printf "%.4f\n", $1 / $2}')
+}
+
 report_triggers() {
-	local state=$1 clients v var cvar base med
+	local state=$1 clients v suffix base base_cpu med cpu
 	for clients in $CLIENTS; do
-		var="TPS_${state}_${clients}_plain_upsert"
+		suffix="${state}_${clients}"
+		var="TPS_${suffix}_plain_upsert"
 		# shellcheck disable=SC2086
 		base=$(median ${!var:-0})
+		var="PGCPU_${suffix}_plain_upsert"
+		# shellcheck disable=SC2086
+		base_cpu=$(median ${!var:-0})
 		echo
 		echo "server $state, $clients client(s), $ROUNDS rounds of ${DURATION}s:"
-		printf '| %-17s | %9s | %9s | %9s | %5s | %10s |\n' variant "median tps" min max ratio "worker CPU"
+		printf '| %-17s | %9s | %9s | %9s | %5s | %6s | %9s | %9s | %10s | %10s |\n' variant "median tps" \
+			min max ratio paired "PG µs/txn" "CPU ratio" "worker CPU" "server CPU"
 		for v in $VARIANTS; do
-			var="TPS_${state}_${clients}_${v}"
-			cvar="CPU_${state}_${clients}_${v}"
+			var="TPS_${suffix}_${v}"
 			[ -n "${!var:-}" ] || continue
+			local tps_list=${!var} base_list pg_list cpu_list srv_list
+			base_list="TPS_${suffix}_plain_upsert"
+			base_list=${!base_list}
+			pg_list="PGCPU_${suffix}_${v}"
+			pg_list=${!pg_list}
+			cpu_list="CPU_${suffix}_${v}"
+			cpu_list=${!cpu_list}
+			srv_list="SRVCPU_${suffix}_${v}"
+			srv_list=${!srv_list}
 			# shellcheck disable=SC2086
-			med=$(median ${!var})
+			med=$(median $tps_list)
 			# shellcheck disable=SC2086
-			printf '| %-17s | %9.0f | %9.0f | %9.0f | %5s | %9s%% |\n' "$v" "$med" \
-				"$(minimum ${!var})" "$(maximum ${!var})" "$(fdiv "$med" "$base")" \
-				"$(median ${!cvar})"
+			cpu=$(median $pg_list)
+			# shellcheck disable=SC2086
+			printf '| %-17s | %9.0f | %9.0f | %9.0f | %5s | %6.2f | %9.1f | %9s | %9s%% | %9s%% |\n' "$v" "$med" \
+				"$(minimum $tps_list)" "$(maximum $tps_list)" "$(fdiv "$med" "$base")" \
+				"$(paired_ratio "$tps_list" "$base_list")" "$cpu" "$(fdiv "$base_cpu" "$cpu")" \
+				"$(median $cpu_list)" "$(median $srv_list)"
 			if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 				# shellcheck disable=SC2086
-				printf '%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\n' "$state" "$clients" "$v" \
-					"$med" "$(minimum ${!var})" "$(maximum ${!var})" \
-					"$(echo ${!var} | wc -w)" "$(fdiv "$med" "$base" %.3f)" \
+				printf '%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t%.3f\t%.1f\t%s\t%s\t%s\n' \
+					"$state" "$clients" "$v" "$med" "$(minimum $tps_list)" "$(maximum $tps_list)" \
+					"$(echo $tps_list | wc -w)" "$(fdiv "$med" "$base" %.3f)" \
+					"$(paired_ratio "$tps_list" "$base_list")" "$cpu" \
+					"$(fdiv "$base_cpu" "$cpu" %.3f)" "$(median $cpu_list)" "$(median $srv_list)" \
 					>>"$BENCH_RESULTS_DIR/enqueue.tsv"
 			fi
 		done
@@ -320,7 +384,7 @@ set_ratio() {
 
 if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 	mkdir -p "$BENCH_RESULTS_DIR"
-	printf 'server\tclients\tvariant\tmedian_tps\tmin_tps\tmax_tps\trounds\tratio\n' \
+	printf 'server\tclients\tvariant\tmedian_tps\tmin_tps\tmax_tps\trounds\tratio\tpaired_ratio\tpg_cpu_us\tcpu_ratio\tworker_cpu\tserver_cpu\n' \
 		>"$BENCH_RESULTS_DIR/enqueue.tsv"
 	printf 'case\tmedian_rows_per_s\tmin_rows_per_s\tmax_rows_per_s\trounds\tratio\n' \
 		>"$BENCH_RESULTS_DIR/enqueue_set.tsv"

@@ -27,6 +27,23 @@ cpu_seconds() {
 	echo "$total"
 }
 
+# postgres_cpu_seconds DATADIR: CPU seconds (user+system) used so far by
+# the cluster: the postmaster, its live children and (through the
+# postmaster's cutime/cstime) the children it has reaped.  A backend's CPU
+# reaches the total only once the postmaster has reaped it: wait a moment
+# after its client disconnects.
+postgres_cpu_seconds() {
+	local postmaster child hz
+	postmaster=$(head -1 "$1/postmaster.pid")
+	hz=$(getconf CLK_TCK)
+	{
+		awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
+		for child in $(pgrep -P "$postmaster"); do
+			awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null
+		done
+	} | awk -v hz="$hz" '{s += $1} END {printf "%.3f\n", s / hz}'
+}
+
 # broken MESSAGE: the benchmark cannot go on; count a failure and stop
 broken() {
 	fail "$*"

@@ -57,7 +57,7 @@ perf script -i "$PERF_DATA" 2>/dev/null | awk 'BEGIN {RS = ""}
 {
 	n++
 	if (/outbox_delete_acknowledged/) { k = "acknowledgement delete" }
-	else if (/outbox_fetch/) { k = "outbox fetch (SQL)" }
+	else if (/outbox_fetch/) { k = "outbox fetch" }
 	else if (/fetch_and_send/) { k = "encode and queue requests" }
 	else if (/CommitTransactionCommand/) { k = "commits" }
 	else if (/connection_receive/) { k = "socket reads and response parsing" }
@@ -68,7 +68,7 @@ perf script -i "$PERF_DATA" 2>/dev/null | awk 'BEGIN {RS = ""}
 }
 END {
 	printf "%d samples\n", n
-	split("acknowledgement delete|outbox fetch (SQL)|encode and queue requests|commits|socket reads and response parsing|socket writes|the rest (loop, waits, transaction start)", keys, "|")
+	split("acknowledgement delete|outbox fetch|encode and queue requests|commits|socket reads and response parsing|socket writes|the rest (loop, waits, transaction start)", keys, "|")
 	for (i = 1; i in keys; i++)
 		printf "%5.1f %%  %s (of which planning %.1f %%)\n", 100 * count[keys[i]] / n, keys[i], 100 * planned[keys[i]] / n
 }'

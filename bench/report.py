@@ -146,27 +146,48 @@ def md_enqueue(rows, rows_set):
         variants = list(dict.fromkeys(r['variant'] for r in rows))
         cell = {(r['variant'], r['server'], r['clients']): r for r in rows}
         rounds = sorted({r['rounds'] for r in rows}, key=int)
+        paired = all('paired_ratio' in r for r in rows)
         out += ['### Enqueue cost (`bench/enqueue.sh`)', '',
                 'Transactions per second of an `INSERT` with an `AFTER INSERT` row trigger, '
                 'per trigger body, as a ratio of the plain-upsert trigger (`plain_upsert`) '
                 'measured in the same run with the same number of clients and the same '
                 'server state (down: the worker waits in backoff; up: it delivers). Cell: '
-                'ratio (median tps; min-max over %s rounds). Goals: `kairoi_plpgsql` >= 0.90, '
-                '`kairoi_c_trigger` > 1.00.'
-                % '/'.join(rounds), '',
+                'ratio of the medians (%smedian tps; min-max over %s rounds). Goals: '
+                '`kairoi_plpgsql` >= 0.90, `kairoi_c_trigger` > 1.00.'
+                % ('paired: the median of the per-round ratios; ' if paired else '',
+                   '/'.join(rounds)), '',
                 '![enqueue cost per variant](img/enqueue.png)', '']
         body = []
         for v in variants:
             line = ['`%s`' % v]
             for s, c in combos:
                 r = cell.get((v, s, c))
-                line.append('-' if r is None else '**%.2f** (%s; %s-%s)' % (
-                    num(r, 'ratio'), rate(num(r, 'median_tps')), rate(num(r, 'min_tps')),
+                line.append('-' if r is None else '**%.2f** (%s%s; %s-%s)' % (
+                    num(r, 'ratio'),
+                    'paired %.2f; ' % num(r, 'paired_ratio') if paired else '',
+                    rate(num(r, 'median_tps')), rate(num(r, 'min_tps')),
                     rate(num(r, 'max_tps'))))
             body.append(line)
-        out += md_table(['variant'] + ['server %s, %s client%s' % (s, c, '' if c == '1' else 's')
-                                       for s, c in combos],
-                        'l' + 'r' * len(combos), body) + ['']
+        heads = ['variant'] + ['server %s, %s client%s' % (s, c, '' if c == '1' else 's')
+                               for s, c in combos]
+        out += md_table(heads, 'l' + 'r' * len(combos), body) + ['']
+        if all('pg_cpu_us' in r for r in rows):
+            out += ['PostgreSQL\'s CPU per transaction in the same runs: every process of '
+                    'the cluster (backends, the delivery worker, WAL writer...), not pgbench '
+                    'and not the Kairoi test server, which on a real deployment runs '
+                    'elsewhere. Cell: plain_upsert\'s µs / the variant\'s µs (higher is '
+                    'cheaper; median µs per transaction; the worker\'s and, server up, the '
+                    'test server\'s CPU in % of a core).', '']
+            body = []
+            for v in variants:
+                line = ['`%s`' % v]
+                for s, c in combos:
+                    r = cell.get((v, s, c))
+                    line.append('-' if r is None else '**%.2f** (%.1f µs; worker %s%%%s)' % (
+                        num(r, 'cpu_ratio'), num(r, 'pg_cpu_us'), r['worker_cpu'],
+                        '' if s == 'down' else '; server %s%%' % r['server_cpu']))
+                body.append(line)
+            out += md_table(heads, 'l' + 'r' * len(combos), body) + ['']
     if rows_set:
         out += ['### Set-based enqueue (`bench/enqueue.sh`)', '',
                 'Rows per second, as a ratio of `plain_insert_select` (`INSERT ... SELECT '
