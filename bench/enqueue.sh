@@ -61,7 +61,8 @@
 #
 # Environment: ROUNDS (3), DURATION (4 seconds per pgbench run), CLIENTS
 # ("1 4"), SERVER_STATES ("down up"), VARIANTS (all six, as above),
-# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above).  With
+# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above), PG_CONF
+# (extra postgresql.conf lines, e.g. "kairoi.batch_delay = 0").  With
 # BENCH_RESULTS_DIR set, writes enqueue.tsv and enqueue_set.tsv there
 # (columns: docs/benchmarks.md).
 set -u
@@ -392,7 +393,7 @@ fi
 
 WORK=$(make_temp_dir)
 start_server S || broken "start the test server"
-start_cluster P "$S_PORT" || broken "start PostgreSQL"
+start_cluster P "$S_PORT" "${PG_CONF:-}" || broken "start PostgreSQL"
 sql "CREATE EXTENSION kairoi" >/dev/null || broken "CREATE EXTENSION"
 setup_schema >/dev/null || broken "create the benchmark tables and triggers"
 wait_for "worker" 30 worker_is_up P postgres || broken "worker running"
@@ -405,6 +406,7 @@ for state in $SERVER_STATES; do
 		# Count, at the end, what the kairoi variants of this state scheduled
 		# shellcheck disable=SC2086
 		sql "TRUNCATE kairoi.outbox $(printf ', %s' $KAIROI_ORDERS)" >/dev/null
+		kill_server S # still running when SERVER_STATES has no "down"
 		restart_server S || broken "restart the test server"
 		$KCTL --port "$S_CPORT" reset >/dev/null
 		wait_for "worker connected" 30 worker_connected || broken "worker connects"

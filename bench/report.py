@@ -157,20 +157,18 @@ def md_enqueue(rows, rows_set):
                 % ('paired: the median of the per-round ratios; ' if paired else '',
                    '/'.join(rounds)), '',
                 '![enqueue cost per variant](img/enqueue.png)', '']
-        body = []
-        for v in variants:
-            line = ['`%s`' % v]
-            for s, c in combos:
-                r = cell.get((v, s, c))
-                line.append('-' if r is None else '**%.2f** (%s%s; %s-%s)' % (
-                    num(r, 'ratio'),
-                    'paired %.2f; ' % num(r, 'paired_ratio') if paired else '',
-                    rate(num(r, 'median_tps')), rate(num(r, 'min_tps')),
-                    rate(num(r, 'max_tps'))))
-            body.append(line)
         heads = ['variant'] + ['server %s, %s client%s' % (s, c, '' if c == '1' else 's')
                                for s, c in combos]
-        out += md_table(heads, 'l' + 'r' * len(combos), body) + ['']
+
+        def table(format_cell):
+            body = [['`%s`' % v] + ['-' if cell.get((v, s, c)) is None
+                                    else format_cell(cell[(v, s, c)], s)
+                                    for s, c in combos] for v in variants]
+            return md_table(heads, 'l' + 'r' * len(combos), body) + ['']
+
+        out += table(lambda r, s: '**%.2f** (%s%s; %s-%s)' % (
+            num(r, 'ratio'), 'paired %.2f; ' % num(r, 'paired_ratio') if paired else '',
+            rate(num(r, 'median_tps')), rate(num(r, 'min_tps')), rate(num(r, 'max_tps'))))
         if all('pg_cpu_us' in r for r in rows):
             out += ['PostgreSQL\'s CPU per transaction in the same runs: every process of '
                     'the cluster (backends, the delivery worker, WAL writer...), not pgbench '
@@ -178,16 +176,9 @@ def md_enqueue(rows, rows_set):
                     'elsewhere. Cell: plain_upsert\'s µs / the variant\'s µs (higher is '
                     'cheaper; median µs per transaction; the worker\'s and, server up, the '
                     'test server\'s CPU in % of a core).', '']
-            body = []
-            for v in variants:
-                line = ['`%s`' % v]
-                for s, c in combos:
-                    r = cell.get((v, s, c))
-                    line.append('-' if r is None else '**%.2f** (%.1f µs; worker %s%%%s)' % (
-                        num(r, 'cpu_ratio'), num(r, 'pg_cpu_us'), r['worker_cpu'],
-                        '' if s == 'down' else '; server %s%%' % r['server_cpu']))
-                body.append(line)
-            out += md_table(heads, 'l' + 'r' * len(combos), body) + ['']
+            out += table(lambda r, s: '**%.2f** (%.1f µs; worker %s%%%s)' % (
+                num(r, 'cpu_ratio'), num(r, 'pg_cpu_us'), r['worker_cpu'],
+                '' if s == 'down' else '; server %s%%' % r['server_cpu']))
     if rows_set:
         out += ['### Set-based enqueue (`bench/enqueue.sh`)', '',
                 'Rows per second, as a ratio of `plain_insert_select` (`INSERT ... SELECT '

@@ -38,6 +38,7 @@ int			kairoi_backoff_min_ms = 100;
 int			kairoi_backoff_max_ms = 30000;
 int			kairoi_max_attempts = 5;
 int			kairoi_idle_timeout_ms = 60000;
+int			kairoi_batch_delay_ms = 1;
 int			kairoi_max_databases = 64;
 int			kairoi_non_ascii_write_limit = KAIROI_NON_ASCII_WRITE_LIMIT;
 
@@ -104,6 +105,9 @@ static const IntVariable int_variables[] = {
 	{"kairoi.idle_timeout",
 		"Time with nothing to deliver after which a worker closes its connection (0: never).",
 	&kairoi_idle_timeout_ms, 0, 86400000, GUC_UNIT_MS},
+	{"kairoi.batch_delay",
+		"Under a steady flow of commits, least time between two reads of newly committed entries (0: read at every commit).",
+	&kairoi_batch_delay_ms, 0, 1000, GUC_UNIT_MS},
 	{"kairoi.non_ascii_write_limit",
 		"Largest write packing requests that hold non-ASCII text; 0 sends each alone.",
 	&kairoi_non_ascii_write_limit, 0, 1024 * 1024, GUC_UNIT_BYTE},

@@ -49,6 +49,7 @@ extern int	kairoi_backoff_min_ms;
 extern int	kairoi_backoff_max_ms;
 extern int	kairoi_max_attempts;
 extern int	kairoi_idle_timeout_ms;
+extern int	kairoi_batch_delay_ms;
 extern int	kairoi_max_databases;
 extern char *kairoi_obsolete_database;
 extern int	kairoi_obsolete_window;

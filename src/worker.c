@@ -125,6 +125,7 @@ typedef struct Worker
 	TimestampTz next_poll;		/* safety poll of the outbox */
 	TimestampTz next_retry;		/* earliest retry of a rejected row, or 0 */
 	TimestampTz database_retry; /* after a failed transaction */
+	TimestampTz commit_batch_until; /* commits do not wake us before this */
 	MemoryContext iteration_context;
 	WaitEventSet *wait_set;		/* latch, postmaster death and conn's socket */
 	int			socket_event;	/* position of the socket in wait_set, or -1 */
@@ -802,7 +803,11 @@ exit_if_restart_requested(void)
 	}
 }
 
-/* A commit announced rows: read from there (the cursor may be past them) */
+/*
+ * A commit announced rows: read from there (the cursor may be past them).
+ * Commits arriving within kairoi.batch_delay of this one will not wake the
+ * worker: it reads them together when that time is up (see wait_for_work).
+ */
 static void
 take_rescan_request(Worker *w)
 {
@@ -810,6 +815,8 @@ take_rescan_request(Worker *w)
 
 	if (from_seq == PG_INT64_MAX)
 		return;
+	w->commit_batch_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														kairoi_batch_delay_ms);
 	w->maybe_pending = true;
 	if (from_seq <= w->cursor)
 		rewind_cursor(w, from_seq);
@@ -1045,6 +1052,28 @@ ask_for_commit_wakeups(bool wanted)
 }
 
 /*
+ * Within kairoi.batch_delay of reading newly committed entries, commits
+ * do not wake the worker: it sleeps at most until that time is up, and
+ * then reads what they committed meanwhile in one go.  Under a steady flow
+ * of commits a read (and a write to the server) carries many entries
+ * instead of one or two; a commit after a quiet spell is read at once.
+ * True if that is the case now, with *timeout_ms shortened to the end of
+ * the delay.
+ */
+static bool
+in_commit_batch_delay(Worker *w, long *timeout_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		remaining_ms;
+
+	if (now >= w->commit_batch_until)
+		return false;
+	remaining_ms = (long) ((w->commit_batch_until - now + 999) / 1000);
+	*timeout_ms = Min(*timeout_ms, remaining_ms);
+	return true;
+}
+
+/*
  * Wait for the latch, the socket or the timeout.  The wait set is kept
  * across iterations (re-created with each connection) so that waiting costs
  * one system call, not five.  Returns the events that occurred.
@@ -1070,7 +1099,9 @@ wait_for_work(Worker *w, long timeout_ms)
 	else if (w->socket_event >= 0)
 		ModifyWaitEvent(w->wait_set, w->socket_event, socket_events(w), NULL);
 
-	if (ask_for_commit_wakeups(commit_gives_work(w)))
+	if (commit_gives_work(w) && in_commit_batch_delay(w, &timeout_ms))
+		(void) ask_for_commit_wakeups(false);
+	else if (ask_for_commit_wakeups(commit_gives_work(w)))
 		timeout_ms = 0;
 	n = WaitEventSetWait(w->wait_set, timeout_ms, occurred, lengthof(occurred),
 						 PG_WAIT_EXTENSION);
