@@ -11,7 +11,8 @@
 #                   KEY, at timestamptz): bench/enqueue.sh's baseline
 #   kairoi_plpgsql  plpgsql PERFORM kairoi_job_set(...)
 #   kairoi_c_trigger  kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')
-#   kairoi_array    SELECT kairoi_job_set_many(...) of SET_ROWS rows per
+#   kairoi_array    TRUNCATE kairoi.outbox, then SELECT
+#                   kairoi_job_set_many(...) of SET_ROWS new jobs per
 #                   transaction (the set-based path)
 # Prints, per case, the share of the backend's samples (inclusive: a sample
 # counts for every function on its stack) spent in the trigger or
@@ -64,7 +65,10 @@ sql "CREATE TRIGGER schedule AFTER INSERT ON orders_plain_upsert FOR EACH ROW
 	CREATE TRIGGER schedule AFTER INSERT ON orders_kairoi_c_trigger FOR EACH ROW
 		EXECUTE FUNCTION kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')" \
 	>/dev/null || broken "create the triggers"
+# from an empty outbox each time, as bench/enqueue.sh's set-based cases:
+# the same identifiers again would profile replacements instead
 cat >"$WORK/kairoi_array.sql" <<EOF
+TRUNCATE kairoi.outbox;
 SELECT kairoi_job_set_many(array_agg('order.' || g), array_agg(now() + g * interval '1 second')) FROM generate_series(1, $SET_ROWS) g;
 EOF
 echo "# $(nproc) CPU, load average $(cut -d' ' -f1-3 /proc/loadavg), $("$PGBIN/postgres" --version)"
