@@ -1,33 +1,29 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.c
- *	  All SQL that touches kairoi.outbox and kairoi.failed.
+ *	  The outbox's operations that are not on a hot path, in SQL, and the
+ *	  entry points of enqueueing.
  *
  *	  User backends only ever insert or replace their own pending rows,
- *	  through outbox_direct.c (no SQL), and supersede failed entries here.
- *	  The delivery worker reads due rows, deletes acknowledged ones and
- *	  records rejections.  It never waits for a row lock: reading takes
- *	  none, and its writes skip rows locked by other transactions, so an
- *	  application's long transaction never stalls delivery of anything
- *	  else.  A row it could not delete stays and is sent again later.
+ *	  through the writer of outbox_direct.c, and supersede failed entries
+ *	  here.  The delivery worker reads due rows and deletes acknowledged
+ *	  ones through outbox_direct.c, and records rejections here.  It never
+ *	  waits for a row lock: reading takes none, and its writes skip rows
+ *	  locked by other transactions, so an application's long transaction
+ *	  never stalls delivery of anything else.  A row it could not delete
+ *	  stays and is sent again later.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/table.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
-#include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "common/hashfn.h"
-#include "storage/bufmgr.h"
+#include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
-#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "kairoi.h"

@@ -22,8 +22,9 @@
  *	  The function is SECURITY DEFINER, like kairoi_job_set, to write the
  *	  outbox.  Under the definer's rights it runs only built-in code: the
  *	  key's output function (those of base types are C functions only a
- *	  superuser can create), interval input and timestamp arithmetic, and
- *	  the schema-qualified statements of outbox.c.
+ *	  superuser can create), interval input and timestamp arithmetic, the
+ *	  outbox writer (outbox_direct.c, no SQL) and the schema-qualified
+ *	  statement of outbox.c that supersedes failed entries.
  *
  *-------------------------------------------------------------------------
  */
