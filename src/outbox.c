@@ -205,6 +205,8 @@ outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 											   DatumGetTextPP(identifiers[i]),
 											   arguments);
 
+		/* written: a million jobs must not keep a million arrays */
+		pfree(DatumGetPointer(arguments));
 		lowest_seq = Min(lowest_seq, seq);
 	}
 	if (outbox_writer_failed_may_have_entries(writer))
