@@ -976,6 +976,15 @@ open_connection_if_due(Worker *w)
 		connect_to_server(w);
 }
 
+/* Whole milliseconds from now until deadline, rounded up; 0 if past */
+static long
+milliseconds_until(TimestampTz deadline, TimestampTz now)
+{
+	if (deadline <= now)
+		return 0;
+	return (long) ((deadline - now + 999) / 1000);
+}
+
 /* Milliseconds until the earliest deadline, at most the poll interval */
 static long
 time_to_next_deadline(Worker *w)
@@ -1003,9 +1012,7 @@ time_to_next_deadline(Worker *w)
 	if (w->database_retry > now)
 		deadline = Min(deadline, w->database_retry);
 
-	if (deadline <= now)
-		return 0;
-	return (long) ((deadline - now + 999) / 1000);
+	return milliseconds_until(deadline, now);
 }
 
 /* The socket events to wait for in the connection's current state */
@@ -1064,12 +1071,11 @@ static bool
 in_commit_batch_delay(Worker *w, long *timeout_ms)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		remaining_ms;
 
 	if (now >= w->commit_batch_until)
 		return false;
-	remaining_ms = (long) ((w->commit_batch_until - now + 999) / 1000);
-	*timeout_ms = Min(*timeout_ms, remaining_ms);
+	*timeout_ms = Min(*timeout_ms,
+					  milliseconds_until(w->commit_batch_until, now));
 	return true;
 }
 
@@ -1099,9 +1105,8 @@ wait_for_work(Worker *w, long timeout_ms)
 	else if (w->socket_event >= 0)
 		ModifyWaitEvent(w->wait_set, w->socket_event, socket_events(w), NULL);
 
-	if (commit_gives_work(w) && in_commit_batch_delay(w, &timeout_ms))
-		(void) ask_for_commit_wakeups(false);
-	else if (ask_for_commit_wakeups(commit_gives_work(w)))
+	if (ask_for_commit_wakeups(commit_gives_work(w) &&
+							   !in_commit_batch_delay(w, &timeout_ms)))
 		timeout_ms = 0;
 	n = WaitEventSetWait(w->wait_set, timeout_ms, occurred, lengthof(occurred),
 						 PG_WAIT_EXTENSION);
