@@ -33,15 +33,12 @@ cpu_seconds() {
 # reaches the total only once the postmaster has reaped it: wait a moment
 # after its client disconnects.
 postgres_cpu_seconds() {
-	local postmaster child hz
+	local postmaster reaped
 	postmaster=$(head -1 "$1/postmaster.pid")
-	hz=$(getconf CLK_TCK)
-	{
-		awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
-		for child in $(pgrep -P "$postmaster"); do
-			awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null
-		done
-	} | awk -v hz="$hz" '{s += $1} END {printf "%.3f\n", s / hz}'
+	reaped=$(awk -v hz="$(getconf CLK_TCK)" '{print ($16 + $17) / hz}' "/proc/$postmaster/stat")
+	# shellcheck disable=SC2046
+	awk -v a="$reaped" -v b="$(cpu_seconds "$postmaster" $(pgrep -P "$postmaster"))" \
+		'BEGIN {printf "%.3f\n", a + b}'
 }
 
 # broken MESSAGE: the benchmark cannot go on; count a failure and stop
