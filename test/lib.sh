@@ -121,13 +121,12 @@ kill_server() {
 	return 0
 }
 
-# start_cluster VAR_PREFIX SERVER_PORT [extra postgresql.conf lines]
-# Sets ${PREFIX}_DIR, ${PREFIX}_PORT and ${PREFIX}_HOST (socket directory).
-# Every database that gets the extension is served (kairoi.server is the
-# test server at SERVER_PORT); kairoi.idle_timeout = 0 keeps connections
-# open, as most tests expect (test/integration/idle_connection.sh sets it).
-start_cluster() {
-	local prefix=$1 server_port=$2 extra=${3:-}
+# new_cluster VAR_PREFIX CONFIG_LINES: initdb a cluster (UTF8, C locale)
+# on a free port, listening only on its own socket directory, with these
+# postgresql.conf lines, and start it.  Sets ${PREFIX}_DIR, ${PREFIX}_PORT
+# and ${PREFIX}_HOST (socket directory).
+new_cluster() {
+	local prefix=$1 config=$2
 	local dir port
 	dir=$(make_temp_dir)
 	port=$(free_port)
@@ -140,11 +139,19 @@ start_cluster() {
 		cat "$dir/initdb.log" >&2
 		return 1
 	}
-	cat >>"$dir/data/postgresql.conf" <<EOF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'kairoi'
+	printf "port = %s\nlisten_addresses = ''\nunix_socket_directories = '%s'\n%s\n" \
+		"$port" "$dir" "$config" >>"$dir/data/postgresql.conf"
+	start_postgres "$prefix"
+}
+
+# start_cluster VAR_PREFIX SERVER_PORT [extra postgresql.conf lines]
+# A new cluster (new_cluster) with kairoi preloaded: every database that
+# gets the extension is served (kairoi.server is the test server at
+# SERVER_PORT); kairoi.idle_timeout = 0 keeps connections open, as most
+# tests expect (test/integration/idle_connection.sh sets it).
+start_cluster() {
+	local server_port=$2 extra=${3:-}
+	new_cluster "$1" "shared_preload_libraries = 'kairoi'
 kairoi.server = '127.0.0.1:$server_port'
 kairoi.poll_interval = 1000
 kairoi.backoff_min = 50
@@ -152,9 +159,7 @@ kairoi.backoff_max = 1000
 kairoi.idle_timeout = 0
 fsync = off
 log_min_messages = log
-$extra
-EOF
-	start_postgres "$prefix"
+$extra"
 }
 
 start_postgres() {

@@ -15,21 +15,6 @@ set -u
 source "$(dirname "$0")/../lib.sh"
 cd "$KAIROI_ROOT" || exit 1
 
-# hand_cluster PREFIX CONFIG_LINES: initdb, postgresql.conf, pg_ctl start
-hand_cluster() {
-	local prefix=$1 dir port
-	dir=$(make_temp_dir)
-	port=$(free_port)
-	printf -v "${prefix}_DIR" '%s' "$dir"
-	printf -v "${prefix}_PORT" '%s' "$port"
-	printf -v "${prefix}_HOST" '%s' "$dir"
-	CLUSTER_DIRS+=("$dir")
-	as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null || return 1
-	printf "port = %s\nunix_socket_directories = '%s'\nlisten_addresses = ''\n%s\n" \
-		"$port" "$dir" "$2" >>"$dir/data/postgresql.conf"
-	start_postgres "$prefix"
-}
-
 # installcheck PREFIX: make installcheck against that cluster; output in $OUT
 installcheck() {
 	local host_var="${1}_HOST" port_var="${1}_PORT"
@@ -52,7 +37,7 @@ leaves_nothing() {
 WORKER_TESTS="$(make -s print-REGRESS) $(make -s print-ISOLATION)"
 
 # 1. Without shared_preload_libraries
-hand_cluster PLAIN "" || exit 1
+new_cluster PLAIN "" || exit 1
 installcheck PLAIN
 check "not preloaded: make installcheck passes" 0 "$RC"
 check "not preloaded: says the worker tests are skipped and why" 1 \
@@ -64,7 +49,7 @@ leaves_nothing PLAIN "not preloaded"
 stop_postgres PLAIN
 
 # 2. Preloaded with other settings than test/installcheck.conf
-hand_cluster OTHER "shared_preload_libraries = 'kairoi'" || exit 1
+new_cluster OTHER "shared_preload_libraries = 'kairoi'" || exit 1
 installcheck OTHER
 check "other settings: make installcheck passes" 0 "$RC"
 check "other settings: says the worker tests are skipped and why" 1 \
@@ -78,7 +63,7 @@ stop_postgres OTHER
 # kairoi.server is a loopback port where nothing listens: the regression
 # database gets the test server through ALTER DATABASE ... SET instead.
 NOBODY_PORT=$(free_port)
-hand_cluster READY "$(cat test/installcheck.conf)
+new_cluster READY "$(cat test/installcheck.conf)
 kairoi.server = '127.0.0.1:$NOBODY_PORT'" || exit 1
 installcheck READY
 check "set up for the worker tests: make installcheck passes" 0 "$RC"
