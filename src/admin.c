@@ -195,6 +195,25 @@ static const char *const outbox_summary_sql =
 "       (SELECT count(*) FROM kairoi.failed), "
 "       now() - (SELECT min(updated_at) FROM kairoi.outbox)";
 
+/*
+ * The six columns kairoi_status() and kairoi_workers() share, in this
+ * order: in_flight, acknowledged, connection_attempts, connected_at,
+ * last_error, last_error_at.
+ */
+static void
+activity_columns(const KairoiDatabaseSlot *copy, Datum *values, bool *nulls)
+{
+	values[0] = Int32GetDatum(copy->in_flight);
+	values[1] = Int64GetDatum((int64) copy->acknowledged);
+	values[2] = Int64GetDatum((int64) copy->connection_attempts);
+	values[3] = TimestampTzGetDatum(copy->connected_at);
+	nulls[3] = (copy->connected_at == 0);
+	values[4] = CStringGetTextDatum(copy->last_error);
+	nulls[4] = (copy->last_error[0] == '\0');
+	values[5] = TimestampTzGetDatum(copy->last_error_at);
+	nulls[5] = (copy->last_error_at == 0);
+}
+
 Datum
 kairoi_status(PG_FUNCTION_ARGS)
 {
@@ -216,15 +235,7 @@ kairoi_status(PG_FUNCTION_ARGS)
 									view.copy.server : kairoi_server);
 	values[3] = DirectFunctionCall1(namein,
 									CStringGetDatum(get_database_name(MyDatabaseId)));
-	values[4] = Int32GetDatum(view.copy.in_flight);
-	values[5] = Int64GetDatum((int64) view.copy.acknowledged);
-	values[6] = Int64GetDatum((int64) view.copy.connection_attempts);
-	values[7] = TimestampTzGetDatum(view.copy.connected_at);
-	nulls[7] = (view.copy.connected_at == 0);
-	values[8] = CStringGetTextDatum(view.copy.last_error);
-	nulls[8] = (view.copy.last_error[0] == '\0');
-	values[9] = TimestampTzGetDatum(view.copy.last_error_at);
-	nulls[9] = (view.copy.last_error_at == 0);
+	activity_columns(&view.copy, &values[4], &nulls[4]);
 	query_one_row(outbox_summary_sql, 3, &values[10], &nulls[10]);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values,
@@ -252,15 +263,7 @@ add_worker_row(ReturnSetInfo *rsinfo, const KairoiDatabaseSlot *copy)
 	values[2] = CStringGetTextDatum(describe_slot(copy));
 	values[3] = CStringGetTextDatum(copy->server);
 	nulls[3] = (copy->server[0] == '\0');
-	values[4] = Int32GetDatum(copy->in_flight);
-	values[5] = Int64GetDatum((int64) copy->acknowledged);
-	values[6] = Int64GetDatum((int64) copy->connection_attempts);
-	values[7] = TimestampTzGetDatum(copy->connected_at);
-	nulls[7] = (copy->connected_at == 0);
-	values[8] = CStringGetTextDatum(copy->last_error);
-	nulls[8] = (copy->last_error[0] == '\0');
-	values[9] = TimestampTzGetDatum(copy->last_error_at);
-	nulls[9] = (copy->last_error_at == 0);
+	activity_columns(copy, &values[4], &nulls[4]);
 	values[10] = Int64GetDatum(copy->pending);
 	nulls[10] = (copy->pending < 0);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
