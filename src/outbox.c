@@ -91,17 +91,23 @@ execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
 }
 
 /*
- * Delete the failed entries of these identifiers (a text[]).  Called after
+ * Delete the failed entries of these identifiers, if kairoi.failed may have
+ * any (it nearly never does: then nothing is built or run).  Called after
  * the new values were written, so it runs with a snapshot no older than
  * the write's and sees every failed entry the write could see.
  */
 static void
-supersede_failed(char kind, Datum identifiers)
+supersede_failed(OutboxWriter *writer, char kind, Datum *identifiers, int n)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
-	Datum		values[2] = {CharGetDatum(kind), identifiers};
+	Datum		values[2];
 
+	if (!outbox_writer_failed_may_have_entries(writer))
+		return;
+	values[0] = CharGetDatum(kind);
+	values[1] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
+												false, TYPALIGN_INT));
 	SPI_connect();
 	prepare_once(&plan, supersede_sql, 2, argtypes);
 	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
@@ -115,11 +121,7 @@ outbox_enqueue(char kind, text *identifier, Datum arguments)
 	int64		seq = outbox_writer_upsert(writer, kind, identifier, arguments);
 	Datum		identifier_datum = PointerGetDatum(identifier);
 
-	if (outbox_writer_failed_may_have_entries(writer))
-		supersede_failed(kind,
-						 PointerGetDatum(construct_array(&identifier_datum, 1,
-														 TEXTOID, -1, false,
-														 TYPALIGN_INT)));
+	supersede_failed(writer, kind, &identifier_datum, 1);
 	return seq;
 }
 
@@ -209,10 +211,7 @@ outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 		pfree(DatumGetPointer(arguments));
 		lowest_seq = Min(lowest_seq, seq);
 	}
-	if (outbox_writer_failed_may_have_entries(writer))
-		supersede_failed(OUTBOX_KIND_JOB,
-						 PointerGetDatum(construct_array(identifiers, n, TEXTOID,
-														 -1, false, TYPALIGN_INT)));
+	supersede_failed(writer, OUTBOX_KIND_JOB, identifiers, n);
 	return lowest_seq;
 }
 
