@@ -206,3 +206,7 @@ worker_pid() {
 worker_is_up() {
 	[ -n "$(worker_pid "$1" "$2")" ]
 }
+
+# check_outbox_invariants: amcheck and uniqueness of kairoi's tables
+# shellcheck source=test/invariants.sh
+. "$KAIROI_ROOT/test/invariants.sh"
