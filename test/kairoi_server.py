@@ -7,7 +7,14 @@ part 2 where tests depend on it; it has no runners (jobs are only stored).
 Usage:
   python3 test/kairoi_server.py --port P --control-port C [--host 127.0.0.1]
       [--data DIR] [--fsync] [--pidfile FILE] [--no-amqp] [--split-reads]
-      [--record-times]
+      [--record-times] [--reference-replies]
+
+--reference-replies answers like the reference server (kcp.md, "Speed"): each
+reply goes out in its own write on a socket with Nagle's algorithm on (no
+TCP_NODELAY), and each parsed request is handed on (or answered ERROR) on its
+own, one per turn.  A client that delays its ACKs then gets the first reply
+of a burst at once and the rest only after its delayed ACK (~40 ms on Linux).
+Without it, replies are joined into one write on a TCP_NODELAY socket.
 
 The pid file is written once both sockets listen; SIGTERM/SIGINT exit 0 at once.
 See the docstring of Server.control() for the control protocol (one JSON object
@@ -125,6 +132,7 @@ class Conn:
         self.sp = None              # slow-parser state for a partial line
         self.valid = []
         self.errs = []
+        self.order = []             # is_error of each parsed request, in order
         self.executor = threading.Thread(target=self.exec_loop, daemon=True,
                                          name='kcp-exec-%d' % cid)
         self.reader = threading.Thread(target=self.read_loop, daemon=True,
@@ -290,6 +298,7 @@ class Conn:
         if instr == b'SET':
             if len(args) == 4 and valid_date(args[3]):
                 self.valid.append((0, args[0], args[2], args[3]))
+                self.order.append(False)
                 return False
         elif instr == b'RULE':
             if len(args) >= 6 and args[2] == b'SET':
@@ -297,14 +306,19 @@ class Conn:
                 k = len(args) - 6
                 if (runner == b'shell' and k == 1) or (runner == b'amqp' and k == 3 and srv.amqp):
                     self.valid.append((1, args[0], args[3], args[4:]))
+                    self.order.append(False)
                     return False
         self.errs.append(args[0])
+        self.order.append(True)
         return False
 
     # -- reader thread --------------------------------------------------------
     def flush_parsed(self):
         """Send immediate ERRORs, queue valid requests. False if the connection closed."""
         srv = self.srv
+        if srv.reference_replies and not srv.faults['garbage']:
+            return self.flush_parsed_one_by_one()
+        self.order = []
         if self.errs:
             errs = self.errs
             self.errs = []
@@ -327,6 +341,25 @@ class Conn:
         if self.valid:
             self.q.put(self.valid)
             self.valid = []
+        return True
+
+    def flush_parsed_one_by_one(self):
+        """--reference-replies: like the reference server's connection thread,
+        hand each request on by itself, in parse order, and write each ERROR
+        with its own send().  False if the connection closed."""
+        errs = iter(self.errs)
+        valid = iter(self.valid)
+        order = self.order
+        self.errs = []
+        self.valid = []
+        self.order = []
+        for is_error in order:
+            if is_error:
+                self.srv.count('errors')
+                if not self.send(dec(next(errs)).encode() + b' ERROR\n'):
+                    return False
+            else:
+                self.q.put([next(valid)])
         return True
 
     def read_loop(self):
@@ -481,7 +514,12 @@ class Conn:
                     if srv.fsync:
                         os.fsync(srv.logf.fileno())
             if out and not self.closing:
-                self.send(b''.join(out))
+                if srv.reference_replies:
+                    for reply in out:           # one write per reply
+                        if not self.send(reply):
+                            break
+                else:
+                    self.send(b''.join(out))
             if half or close_after:
                 self.server_close(dropped=True)
                 return
@@ -500,6 +538,7 @@ class Server:
         self.amqp = not args.no_amqp
         self.split_reads = args.split_reads
         self.record_times = args.record_times
+        self.reference_replies = args.reference_replies
         self.fsync = args.fsync
         self.data = args.data
         self.lock = threading.RLock()          # state: jobs, rules, counters, log file
@@ -617,7 +656,8 @@ class Server:
                 sock.close()
                 return
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY,
+                                0 if self.reference_replies else 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                                 struct.pack('ll', 0, 200000))
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
@@ -854,6 +894,9 @@ def main():
                     help='read <=2048 bytes per recv and corrupt UTF-8 split across reads')
     ap.add_argument('--record-times', action='store_true',
                     help='remember when each job was stored (control command times)')
+    ap.add_argument('--reference-replies', action='store_true',
+                    help='one write per reply, Nagle on, one request handed on per turn '
+                         '(the reference server\'s pace with delayed ACKs)')
     args = ap.parse_args()
 
     srv = Server(args)

@@ -467,6 +467,82 @@ def t_slow_read_and_reply_delay(ctx):
     assert 0.14 < dt < 2, 'reply_delay took %.3fs' % dt
 
 
+def burst_ms(s, n, base, quickack):
+    """Send n SETs in one write, read all n answers; milliseconds taken."""
+    data = b''.join(b'%x SET nagle-%d ' % (base + i, base + i) + D + b'\n' for i in range(n))
+    t0 = time.monotonic()
+    s.sendall(data)
+    lines = b''
+    while lines.count(b'\n') < n:
+        d = s.recv(65536)
+        if not d:
+            raise AssertionError('EOF after %r' % lines[:200])
+        if quickack:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # Linux clears it
+        lines += d
+    ms = (time.monotonic() - t0) * 1000
+    eq(sorted(lines.split(b'\n')[:-1]),
+       sorted(b'%x OK' % (base + i) for i in range(n)), 'answers')
+    return ms
+
+
+@test
+def t_reference_replies_nagle(ctx):
+    """--reference-replies: one write per reply with Nagle on, so a client that
+    delays its ACKs waits ~40 ms more for every burst of 2+ requests than one
+    re-arming TCP_QUICKACK after each read (kcp.md, "Speed")."""
+    srv = ServerProc(ctx.tmp, '--reference-replies')
+    tries = 7
+    try:
+        srv.ctl.fault(reply_delay_ms=8)
+        medians = {}
+        for quickack in (False, True):
+            s = srv.connect()
+            base = 0
+            try:
+                for _ in range(3):                  # past the connection's first ACKs
+                    burst_ms(s, 1, base, quickack)
+                    base += 1
+                for n in (1, 2, 10, 28):
+                    v = []
+                    for _ in range(tries):
+                        v.append(burst_ms(s, n, base, quickack))
+                        base += n
+                        time.sleep(0.01)
+                    medians[quickack, n] = sorted(v)[tries // 2]
+            finally:
+                s.close()
+        single = min(medians[False, 1], medians[True, 1])
+        for n in (2, 10, 28):
+            stall = medians[False, n] - single
+            assert stall > 25, 'burst of %d without quick ACKs: only %.1f ms more than one ' \
+                'request (%.1f ms)' % (n, stall, single)
+            assert medians[True, n] - single < 5, 'burst of %d with quick ACKs: %.1f ms, ' \
+                'one request %.1f ms' % (n, medians[True, n], single)
+        ctx.note = 'median ms, 1/2/10/28 requests: delayed ACK %s, quick ACK %s' % (
+            '/'.join('%.1f' % medians[False, n] for n in (1, 2, 10, 28)),
+            '/'.join('%.1f' % medians[True, n] for n in (1, 2, 10, 28)))
+    finally:
+        srv.kill()
+
+
+@test
+def t_reference_replies_errors_in_order(ctx):
+    """--reference-replies keeps the protocol: ERRORs overtake, all answered."""
+    srv = ServerProc(ctx.tmp, '--reference-replies')
+    try:
+        srv.ctl.fault(reply_delay_ms=100)
+        s = srv.connect()
+        try:
+            s.sendall(b'1 SET a ' + D + b'\n2 BOGUS x y\n3 SET b ' + D + b'\n4 SET c bad\n')
+            out = read_lines(s, 4)
+        finally:
+            s.close()
+        eq(out, [b'2 ERROR', b'4 ERROR', b'1 OK', b'3 OK'], 'order')
+    finally:
+        srv.kill()
+
+
 def straddle_payload(prefix_len, job, lead_offset_in_line):
     """Padding SETs so that the line `p SET <job> D` starts at prefix_len."""
     pad = []
