@@ -38,7 +38,10 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 # and a plain assignment here would lose to it.
 override with_llvm = no
 
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# PostgreSQL major version to build for (test/pg-versions sets it inside
+# the root of another version); PG_CONFIG follows it unless given
+PG_MAJOR ?= 15
+PG_CONFIG ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 

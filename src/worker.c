@@ -64,6 +64,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "connection.h"
 #include "kairoi.h"
 #include "kcp.h"
@@ -1093,7 +1094,7 @@ wait_for_work(Worker *w, long timeout_ms)
 
 	if (w->wait_set == NULL)
 	{
-		w->wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+		w->wait_set = kairoi_create_wait_event_set(3);
 		AddWaitEventToSet(w->wait_set, WL_LATCH_SET, PGINVALID_SOCKET,
 						  MyLatch, NULL);
 		AddWaitEventToSet(w->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET,

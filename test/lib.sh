@@ -8,7 +8,9 @@
 # and returns non-zero if anything failed.
 
 KAIROI_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+# PG_MAJOR (default 15) picks the PostgreSQL version, as in the Makefile
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PYTHON=${PYTHON:-/usr/bin/python3}
 KCTL="$PYTHON $KAIROI_ROOT/test/kairoi_ctl.py"
 

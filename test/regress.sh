@@ -41,7 +41,9 @@ run_suite() {
 		--use-existing --dbname="$DB" "$@" >"$outdir/run.log" 2>&1
 	local rc=$? listed=0 name
 	for name in "$@"; do
-		if grep -Eq "^(test |     |ok +[0-9]+ +[-+] )?[ ]*$name +\.\.\. ok" "$outdir/run.log"; then
+		# "test NAME ... ok" up to PostgreSQL 15, TAP-style
+		# "ok N - NAME  12 ms" from 16 on
+		if grep -Eq "^((test |     )?[ ]*$name +\.\.\. ok|ok +[0-9]+ +[-+] +$name +[0-9]+ ms)" "$outdir/run.log"; then
 			pass "$name"
 		else
 			fail "$name"
