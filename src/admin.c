@@ -26,12 +26,6 @@
 
 #include "kairoi.h"
 
-/*
- * kairoi_flush checks what is still pending after each wake-up, at most
- * this often: the worker may signal progress hundreds of times a second.
- */
-#define FLUSH_RECHECK_INTERVAL_MS 20
-
 PG_FUNCTION_INFO_V1(kairoi_status);
 PG_FUNCTION_INFO_V1(kairoi_workers);
 PG_FUNCTION_INFO_V1(kairoi_flush);
@@ -422,6 +416,7 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	Datum		maxima[2];
 	bool		empty[2];
 	FlushTarget target;
+	bool		wake_worker = true;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -445,6 +440,14 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	target.max_version = DatumGetInt64(maxima[1]);
 	target.low_seq = 0;
 
+	/*
+	 * The worker broadcasts progress_cv each time it has deleted a batch of
+	 * acknowledged entries: the check runs once per batch (one index probe
+	 * from low_seq, cheap next to the worker's own transaction for the
+	 * batch) and the flush returns as soon as its last entry is gone.  The
+	 * worker is woken once (rows of a COMMIT PREPARED announce nothing),
+	 * and again after each second without progress.
+	 */
 	ConditionVariablePrepareToSleep(&kairoi_shared->progress_cv);
 	while (still_pending(&target))
 	{
@@ -456,12 +459,11 @@ kairoi_flush(PG_FUNCTION_ARGS)
 			ConditionVariableCancelSleep();
 			report_timeout(timeout_ms, &target);
 		}
-		kairoi_wake_worker(MyDatabaseId);
-		(void) ConditionVariableTimedSleep(&kairoi_shared->progress_cv,
-										   Min(remaining_ms, 1000),
-										   PG_WAIT_EXTENSION);
-		/* Checking reads the outbox: not more often than every interval */
-		pg_usleep(Min(remaining_ms, FLUSH_RECHECK_INTERVAL_MS) * 1000L);
+		if (wake_worker)
+			kairoi_wake_worker(MyDatabaseId);
+		wake_worker = ConditionVariableTimedSleep(&kairoi_shared->progress_cv,
+												  Min(remaining_ms, 1000),
+												  PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
 	ConditionVariableCancelSleep();

@@ -330,6 +330,30 @@ parse_chunk(KairoiConnection *conn, const char *data, size_t len,
 	return true;
 }
 
+/*
+ * Acknowledge the server's next segment at once instead of delaying the ACK.
+ *
+ * The reference server writes each reply with its own write() on a socket
+ * with Nagle's algorithm on: of a burst of replies, the first goes out at
+ * once and the others wait in its socket until that first one is ACKed.
+ * Linux delays ACKs (up to 40 ms) once a connection looks interactive, as a
+ * request-response connection does, so every burst of two or more requests
+ * would take ~40 ms more to be answered: a commit of a few jobs, a
+ * kairoi_flush(), packed non-ASCII writes.  TCP_QUICKACK turns delayed ACKs
+ * off, but Linux clears it again by itself (when data is sent and received
+ * soon after): re-arm it after every read.  Platforms without TCP_QUICKACK
+ * keep their delayed ACKs.  Best effort: failing to set it only costs time.
+ */
+static void
+rearm_quick_ack(KairoiConnection *conn)
+{
+#ifdef TCP_QUICKACK
+	int			on = 1;
+
+	(void) setsockopt(conn->sock, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+#endif
+}
+
 bool
 connection_receive(KairoiConnection *conn, KairoiResponseHandler handler,
 				   void *arg)
@@ -350,6 +374,7 @@ connection_receive(KairoiConnection *conn, KairoiResponseHandler handler,
 		}
 		if (n == 0)
 			return fail(conn, "the server closed the connection");
+		rearm_quick_ack(conn);
 		if (!parse_chunk(conn, buf, (size_t) n, handler, arg))
 			return false;
 	}
