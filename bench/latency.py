@@ -2,8 +2,8 @@
 """bench/latency.py: commit-to-acknowledgement latency samples (driven by bench/latency.sh).
 
     python3 bench/latency.py --conninfo CONNINFO --port KCP_PORT --cport CONTROL_PORT
-        --phase connected|idle_reconnect --delays "0 8" --samples N [--rounds R]
-        [--gap-ms G] [--tsv FILE]
+        --phase connected|idle_reconnect|bursts --delays "0 8" --samples N [--rounds R]
+        [--gap-ms G] [--sizes "2 10 28"] [--tsv FILE]
 
 Both ends are timestamped on the machine's wall clock: the commit by
 PostgreSQL itself (its commit timestamp, track_commit_timestamp = on: taken
@@ -29,8 +29,24 @@ closed its idle connection (the server counts no connection), then commits
 (state idle_reconnect); the baseline is a raw client that opens a new
 connection, sends one SET and closes (state raw_new_connection).
 
+Phase `bursts`: commits of several jobs in one transaction (a count(*) over
+generate_series, --sizes jobs each), each followed in the same session by
+`SELECT kairoi_flush('30s'), clock_timestamp()`. Two latencies per commit,
+both from its commit timestamp: until the worker has received every OK and
+deleted the entries (state burst_ack_N: the commit timestamp of the last
+transaction committed when the flush returned, pg_last_committed_xact();
+the script runs the cluster with autovacuum off so that this is the
+worker's delete), and until kairoi_flush() returned (burst_flush_N: its
+clock_timestamp()). The test server must run with --reference-replies (one
+write per reply, Nagle on, like the reference server). Baseline, alternating
+commit for commit: a raw KCP client that writes the same number of SETs in
+one write on its open connection and reads every answer, re-arming
+TCP_QUICKACK after each read (raw_burst_N), timed from just before its
+write to the last answer read.
+
 Appends rows `state latency_ms delay_ms` to FILE and prints, per state and
-delay, samples, p50, p90, p99 and max. libpq is used through ctypes: no
+delay, samples, p10, p50, p90, p99 and max, and each state's p50 minus its
+baseline's p50 (same delay, same run). libpq is used through ctypes: no
 module beyond the standard library.
 """
 import argparse
@@ -130,6 +146,27 @@ class RawClient:
             raise RuntimeError('unexpected reply %r' % reply)
         return t0
 
+    def set_burst(self, prefix, n):
+        """Sends n SETs in one write, reads every answer re-arming TCP_QUICKACK
+        after each read (Linux clears it); returns milliseconds taken."""
+        first = self.next_id + 1
+        self.next_id += n
+        data = b''.join(b'%x SET %s%d "%s"\n' % (first + i, prefix.encode(), i,
+                                                 EXECUTION.encode()) for i in range(n))
+        t0 = time.time()
+        self.sock.sendall(data)
+        reply = b''
+        while reply.count(b'\n') < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError('server closed the connection')
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            reply += chunk
+        t1 = time.time()
+        if reply.count(b' OK\n') != n:
+            raise RuntimeError('unexpected replies %r' % reply[:200])
+        return (t1 - t0) * 1000.0
+
 
 class Bench:
     def __init__(self, a):
@@ -206,6 +243,45 @@ class Bench:
             self.raw.close()
         self.collect(sent, delay)
 
+    def commit_burst(self, prefix, n):
+        """Commits n jobs in one transaction, then waits in kairoi_flush;
+        returns (ms to acknowledgement, ms until the flush returned)."""
+        xid = self.pg.query("SELECT pg_current_xact_id(), count(kairoi_job_set('%s' || g, "
+                            "timestamptz '%s+00')) FROM generate_series(1, %d) g"
+                            % (prefix, EXECUTION, n))[0][0]
+        flushed = float(self.pg.query("SELECT kairoi_flush('30s'), "
+                                      "extract(epoch FROM clock_timestamp())")[0][1])
+        last, acked, committed = self.pg.query(
+            "SELECT l.xid, extract(epoch FROM l.timestamp), "
+            "extract(epoch FROM pg_xact_commit_timestamp('%s'::xid)) "
+            "FROM pg_last_committed_xact() l" % xid)[0]
+        if int(last) <= int(xid) % 2**32:
+            raise RuntimeError('no transaction committed after the burst %s (last %s)'
+                               % (xid, last))
+        committed = float(committed)
+        return (float(acked) - committed) * 1000.0, (flushed - committed) * 1000.0
+
+    def burst_round(self, delay, n):
+        self.ctl.fault(reply_delay_ms=delay)
+        self.raw.connect()
+        try:
+            self.raw.set_burst('lat-warm-', 1)
+            for i in range(n):
+                size = self.sizes[i % len(self.sizes)]
+                order = ('ext', 'raw') if (i // len(self.sizes)) % 2 == 0 else ('raw', 'ext')
+                for kind in order:
+                    prefix = '%s-%d-' % (self.job(kind), size)
+                    if kind == 'ext':
+                        ack, flush = self.commit_burst(prefix, size)
+                        self.samples.append(('burst_ack_%d' % size, ack, delay))
+                        self.samples.append(('burst_flush_%d' % size, flush, delay))
+                    else:
+                        self.samples.append(('raw_burst_%d' % size,
+                                             self.raw.set_burst(prefix, size), delay))
+                    self.pause()
+        finally:
+            self.raw.close()
+
     def wait_worker_disconnected(self):
         deadline = time.monotonic() + self.a.idle_wait_s
         while self.ctl.counts()['connections'] != 0:
@@ -236,7 +312,10 @@ class Bench:
 
     def run(self):
         delays = [float(d) if '.' in d else int(d) for d in self.a.delays.split()]
+        self.sizes = [int(x) for x in self.a.sizes.split()]
         per_round = max(1, self.a.samples // self.a.rounds)
+        if self.a.phase == 'bursts':
+            per_round *= len(self.sizes)
         for r in range(self.a.rounds):
             for delay in (delays if r % 2 == 0 else delays[::-1]):
                 if self.a.phase == 'connected':
@@ -246,10 +325,20 @@ class Bench:
                     # means the worker reconnected during the round
                     if self.ctl.counts()['accepted'] != accepted + 1:
                         raise RuntimeError('the worker reconnected during a connected round')
+                elif self.a.phase == 'bursts':
+                    self.burst_round(delay, per_round)
                 else:
                     self.idle_round(delay, per_round)
         self.ctl.fault(reply_delay_ms=0)
         self.pg.close()
+
+
+def baseline_of(state):
+    """The raw client's state that state is compared with."""
+    if state.startswith('burst_'):
+        return 'raw_burst_' + state.rsplit('_', 1)[1]
+    return {'connected': 'raw_connected',
+            'idle_reconnect': 'raw_new_connection'}.get(state)
 
 
 def main():
@@ -257,7 +346,8 @@ def main():
     ap.add_argument('--conninfo', required=True)
     ap.add_argument('--port', type=int, required=True, help='KCP port of the test server')
     ap.add_argument('--cport', type=int, required=True, help='its control port')
-    ap.add_argument('--phase', choices=('connected', 'idle_reconnect'), required=True)
+    ap.add_argument('--phase', choices=('connected', 'idle_reconnect', 'bursts'), required=True)
+    ap.add_argument('--sizes', default='2 10 28', help='jobs per commit (phase bursts)')
     ap.add_argument('--delays', default='0 8', help='reply_delay_ms values')
     ap.add_argument('--samples', type=int, default=300, help='per state and delay')
     ap.add_argument('--rounds', type=int, default=5)
@@ -277,12 +367,15 @@ def main():
     groups = {}
     for state, ms, delay in b.samples:
         groups.setdefault((delay, state), []).append(ms)
-    print('%-10s %-20s %7s %8s %8s %8s %8s' % ('delay ms', 'state', 'samples', 'p50 ms',
-                                               'p90 ms', 'p99 ms', 'max ms'))
+    print('%-10s %-20s %7s %8s %8s %8s %8s %8s %14s' % (
+        'delay ms', 'state', 'samples', 'p10 ms', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms',
+        'p50-baseline'))
     for (delay, state), v in sorted(groups.items()):
-        print('%-10s %-20s %7d %8.2f %8.2f %8.2f %8.2f' % (
-            delay, state, len(v), percentile(v, 50), percentile(v, 90), percentile(v, 99),
-            max(v)))
+        base = groups.get((delay, baseline_of(state)))
+        diff = '%+14.2f' % (percentile(v, 50) - percentile(base, 50)) if base else '%14s' % '-'
+        print('%-10s %-20s %7d %8.2f %8.2f %8.2f %8.2f %8.2f %s' % (
+            delay, state, len(v), percentile(v, 10), percentile(v, 50), percentile(v, 90),
+            percentile(v, 99), max(v), diff))
     print('overlapped samples (job stored after the next commit began): %d' % b.overlapped)
     return 0
 

@@ -1,7 +1,13 @@
 #!/bin/bash
-# bench/latency.sh: commit-to-acknowledgement latency of single-row commits.
+# bench/latency.sh: commit-to-acknowledgement latency of single-row commits,
+# of commits of a few jobs, and of kairoi_flush() after them.
 #
-#   bash bench/latency.sh             # about 2 minutes on 2 vCPU
+#   bash bench/latency.sh             # about 3 minutes on 2 vCPU
+#
+# The test server runs with --reference-replies: like the reference server,
+# it writes each reply on its own on a socket with Nagle's algorithm on, so
+# a client that delays its ACKs waits ~40 ms for all but the first reply of
+# a burst (README, "Pointing it at a real Kairoi server").
 #
 # Many single-row commits (kairoi_job_set in its own transaction), spaced so
 # that each finds the worker connected and idle, against the test server
@@ -15,19 +21,27 @@
 # Baseline in the same run, sample for sample: a raw KCP client sending one
 # SET on its own open connection (state raw_connected).
 #
+# Commits of several jobs (BURST_SIZES) in one transaction, each followed by
+# kairoi_flush() in the same session: time until the worker had every OK and
+# deleted the entries (burst_ack_N) and until kairoi_flush() returned
+# (burst_flush_N), against a raw client writing the same SETs in one write
+# on its open connection with quick ACKs (raw_burst_N); see bench/latency.py.
+#
 # When the server has kairoi.idle_timeout, a second part measures the first
 # commit after the worker closed its idle connection (state idle_reconnect),
 # against a raw client that opens a new connection for its SET
 # (raw_new_connection). Without that setting the part is skipped with a note.
 #
-# Prints p50/p90/p99/max per state and delay; with BENCH_RESULTS_DIR set,
-# writes latency.tsv there (columns state, latency_ms, delay_ms; one row per
-# sample). Ends with "N passed, M failed" for the sanity checks.
+# Prints p10/p50/p90/p99/max per state and delay, and each state's p50 minus
+# its baseline's; with BENCH_RESULTS_DIR set, writes latency.tsv there
+# (columns state, latency_ms, delay_ms; one row per sample; single-row
+# commits) and latency_burst.tsv (same columns, the bursts). Ends with "N passed, M failed" for the sanity checks.
 #
 # Environment: SAMPLES (300 per state and delay), ROUNDS (5: the delays
 # alternate by round), GAP_MS (40: minimum spacing of the samples),
 # DELAY_MS (8), IDLE_SAMPLES (20 per delay), IDLE_TIMEOUT (1s: the
-# kairoi.idle_timeout of the second part).
+# kairoi.idle_timeout of the second part), BURST_SIZES ("2 10 28"),
+# BURST_SAMPLES (60 per size, state and delay).
 set -u
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -38,21 +52,28 @@ GAP_MS=${GAP_MS:-40}
 DELAY_MS=${DELAY_MS:-8}
 IDLE_SAMPLES=${IDLE_SAMPLES:-20}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-1s}
+BURST_SIZES=${BURST_SIZES:-2 10 28}
+BURST_SAMPLES=${BURST_SAMPLES:-60}
 
 started=$SECONDS
 echo "# kairoi commit-to-acknowledgement latency: $(date -u '+%Y-%m-%d %H:%M:%S') UTC," \
 	"$(nproc) CPU, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# SAMPLES=$SAMPLES ROUNDS=$ROUNDS GAP_MS=$GAP_MS DELAY_MS=$DELAY_MS" \
-	"IDLE_SAMPLES=$IDLE_SAMPLES IDLE_TIMEOUT=$IDLE_TIMEOUT"
+	"IDLE_SAMPLES=$IDLE_SAMPLES IDLE_TIMEOUT=$IDLE_TIMEOUT BURST_SIZES=\"$BURST_SIZES\"" \
+	"BURST_SAMPLES=$BURST_SAMPLES"
 
 tsv_args=()
+burst_tsv_args=()
 if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
-	rm -f "$BENCH_RESULTS_DIR/latency.tsv"
+	rm -f "$BENCH_RESULTS_DIR/latency.tsv" "$BENCH_RESULTS_DIR/latency_burst.tsv"
 	tsv_args=(--tsv "$BENCH_RESULTS_DIR/latency.tsv")
+	burst_tsv_args=(--tsv "$BENCH_RESULTS_DIR/latency_burst.tsv")
 fi
 
-start_server S --record-times || broken "start the test server"
-start_cluster P "$S_PORT" "track_commit_timestamp = on" || broken "start PostgreSQL"
+start_server S --record-times --reference-replies || broken "start the test server"
+# autovacuum off: a burst's acknowledgement is read as the last commit
+start_cluster P "$S_PORT" "track_commit_timestamp = on
+autovacuum = off" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 psql_at P postgres -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" \
@@ -72,6 +93,14 @@ out=$(latency --phase connected --samples "$SAMPLES" --rounds "$ROUNDS") ||
 echo "$out"
 check "every commit found the worker idle (no overlapped sample)" 0 \
 	"$(echo "$out" | sed -n 's/^overlapped samples.*: //p')"
+
+echo
+echo "## commits of $BURST_SIZES jobs, then kairoi_flush(): $BURST_SAMPLES commits per size and" \
+	"delay; baseline raw_burst_N (same SETs in one write, quick ACKs)"
+# shellcheck disable=SC2086
+out=$(latency --phase bursts --samples "$BURST_SAMPLES" --rounds "$ROUNDS" \
+	--sizes "$BURST_SIZES" "${burst_tsv_args[@]}") || broken "burst samples: $out"
+echo "$out"
 
 echo
 if psql_at P postgres -c "SHOW kairoi.idle_timeout" >/dev/null 2>&1; then

@@ -8,8 +8,10 @@
 # cuts in two, so the worker sends non-ASCII requests in single writes of at
 # most kairoi.non_ascii_write_limit bytes, each when nothing else is in
 # flight (README, "Pointing it at a real Kairoi server").  Two modes, in
-# alternating rounds against one test server started with --split-reads and
-# reply_delay_ms=DELAY_MS (the reference server's ~7.9 ms reply cadence):
+# alternating rounds against one test server started with --split-reads,
+# --reference-replies (one write per reply, Nagle on: a client that delays
+# its ACKs waits ~40 ms for all but the first reply of each packed write)
+# and reply_delay_ms=DELAY_MS (the reference server's ~7.9 ms reply cadence):
 #   alone   kairoi.non_ascii_write_limit = 0: every non-ASCII request alone,
 #           one round trip each (the behaviour before packing);
 #   packed  the default limit (1400 bytes).
@@ -75,7 +77,7 @@ echo "# kairoi non-ASCII benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# REPEAT=$REPEAT DELAY_MS=$DELAY_MS JOBS_ALONE=$JOBS_ALONE JOBS_PACKED=$JOBS_PACKED"
 
-start_server S --split-reads || broken "start the test server"
+start_server S --split-reads --reference-replies || broken "start the test server"
 start_cluster P "$S_PORT" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
@@ -100,7 +102,7 @@ for ((r = 0; r < REPEAT; r++)); do
 done
 
 echo
-echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads (median of $REPEAT)"
+echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads --reference-replies (median of $REPEAT)"
 printf '%-8s %18s %12s %12s %12s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio
 base=$(median ${RATES[alone]})
 for mode in alone packed; do
