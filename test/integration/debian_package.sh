@@ -1,5 +1,7 @@
 #!/bin/bash
-# test/integration/debian_package.sh: the Debian package postgresql-15-kairoi.
+# test/integration/debian_package.sh: the Debian package postgresql-N-kairoi
+# for PG_MAJOR=N (default 15; test/pg-versions runs it for 17 and 18 in
+# their roots).
 #
 # Builds it with dpkg-buildpackage from a copy of the work tree (which the
 # build must leave untouched), checks its file list and lintian (errors
@@ -12,18 +14,18 @@
 #
 # The package STAYS INSTALLED: its files are the ones `make install` puts
 # at the same paths, built from the same tree, so the suites that follow
-# use them unchanged.  `apt-get remove postgresql-15-kairoi` removes them.
+# use them unchanged.  `apt-get remove postgresql-N-kairoi` removes them.
 #
 # With PGBIN set to a private relocated copy of PostgreSQL
-# (/some/root/usr/lib/postgresql/15/bin, for development next to other
+# (/some/root/usr/lib/postgresql/N/bin, for development next to other
 # users of the system PostgreSQL), the package is extracted into that copy
 # instead of installed, and the autopkgtests, which need the system
 # PostgreSQL, are not run.
 set -u
 source "$(dirname "$0")/../lib.sh"
 
-PACKAGE=postgresql-15-kairoi
-SYSTEM_PGBIN=/usr/lib/postgresql/15/bin
+PACKAGE=postgresql-$PG_MAJOR-kairoi
+SYSTEM_PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 ROOT=${PGBIN%"$SYSTEM_PGBIN"}
 if [ "$ROOT" = "$PGBIN" ]; then
 	echo "PGBIN=$PGBIN is not a copy of $SYSTEM_PGBIN" >&2
@@ -39,6 +41,15 @@ before=$(tree_state)
 git -C "$KAIROI_ROOT" ls-files -z --cached --others --exclude-standard |
 	(cd "$KAIROI_ROOT" && tar -c --null -T -) | tar -x -C "$SRC" || exit 1
 chown -R postgres: "$WORK"
+# debian/control is committed for Debian 12, whose PostgreSQL is 15 (the
+# build's checkcontrol fails if it is out of date).  For another version,
+# generate it in the copy from debian/control.in and debian/pgversions,
+# as pg_buildext does for backports.
+if ! grep -qx "Package: $PACKAGE" "$SRC/debian/control"; then
+	(cd "$SRC" && pg_buildext updatecontrol) >"$WORK/updatecontrol.log" 2>&1
+	check "pg_buildext updatecontrol lists $PACKAGE" "0 1" \
+		"$? $(grep -cx "Package: $PACKAGE" "$SRC/debian/control")"
+fi
 
 (cd "$SRC" && dpkg-buildpackage -us -uc -b) >"$WORK/build.log" 2>&1
 rc=$?
@@ -50,11 +61,11 @@ echo "# built $(basename "$DEB")"
 
 check "every object compiled with the Makefile's -Werror flags" \
 	"$(cd "$SRC" && make -s print-OBJS | wc -w)" \
-	"$(grep -E '^gcc .* -c ' "$WORK/build.log" | grep -c -- '-Wall -Wextra -Werror')"
+	"$(grep -E "^$("$PGBIN/pg_config" --cc) .* -c " "$WORK/build.log" | grep -c -- '-Wall -Wextra -Werror')"
 
 # The files the package must ship: what `make install` installs
-LIBDIR=/usr/lib/postgresql/15/lib
-SHAREDIR=/usr/share/postgresql/15/extension
+LIBDIR=/usr/lib/postgresql/$PG_MAJOR/lib
+SHAREDIR=/usr/share/postgresql/$PG_MAJOR/extension
 EXPECTED=("$LIBDIR/kairoi.so" "$SHAREDIR/kairoi.control")
 for script in $(cd "$SRC" && make -s print-DATA); do
 	EXPECTED+=("$SHAREDIR/$script")
@@ -67,8 +78,8 @@ for file in "${EXPECTED[@]}"; do
 	check "the package ships $file" 1 "$(grep -cx "$file" <<<"$CONTENTS")"
 done
 check "no JIT bitcode in the package" 0 "$(grep -c '\.bc$' <<<"$CONTENTS")"
-check "it depends on the PostgreSQL 15 server" 1 \
-	"$(dpkg-deb -f "$DEB" Depends | grep -c 'postgresql-15')"
+check "it depends on the PostgreSQL $PG_MAJOR server" 1 \
+	"$(dpkg-deb -f "$DEB" Depends | grep -c "postgresql-$PG_MAJOR")"
 
 lintian --fail-on error "$DEB" >"$WORK/lintian.log" 2>&1
 rc=$?
