@@ -21,7 +21,7 @@ PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
 	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers \
 	kairoi_job_trigger kairoi_job_set_many kairoi_search_path
-ISOLATION = kairoi_concurrent
+ISOLATION = kairoi_concurrent kairoi_race
 # What `make installcheck` runs when the server has no worker for the
 # regression database
 REGRESS_NO_WORKER = kairoi_queue

@@ -56,6 +56,21 @@ SELECT kairoi_rule_set_shell('r', repeat('p', 65536), '/bin/true');
 SELECT kairoi_rule_set_shell('r', 'p', repeat('s', 65536));
 SELECT kairoi_rule_set('r', 'p', 'amqp', 'amqp://h', repeat('e', 65536), 'key');
 
+-- Identifiers too long for the outbox's index on (kind, identifier): the
+-- limit is 2688 bytes in the database encoding, compressible or not
+SELECT kairoi_job_set(kairoi_test.incompressible(2689), '2030-01-01 00:00:00+00');
+SELECT kairoi_job_set(repeat('x', 2689), '2030-01-01 00:00:00+00');
+SELECT kairoi_job_set(repeat('é', 1345), '2030-01-01 00:00:00+00');
+SELECT kairoi_rule_set_shell(kairoi_test.incompressible(2689), 'p', '/bin/true');
+SELECT kairoi_rule_set_amqp(kairoi_test.incompressible(2689), 'p', 'amqp://h', 'e', 'k');
+SELECT kairoi_rule_set(kairoi_test.incompressible(2689), 'p', 'shell', '/bin/true');
+-- ... and that limit is the index's own: one byte more does not fit a
+-- B-tree on ("char", text)
+CREATE TEMP TABLE index_limit (kind "char", identifier text, UNIQUE (kind, identifier));
+INSERT INTO index_limit VALUES ('j', kairoi_test.incompressible(2689));
+INSERT INTO index_limit VALUES ('j', kairoi_test.incompressible(2688));
+DROP TABLE index_limit;
+
 -- Nothing above reached the outbox
 SELECT count(*) AS pending_after_bad_input FROM kairoi.outbox;
 
@@ -75,8 +90,9 @@ SELECT kairoi_job_set('new york noon', '2030-06-01 12:00:00');
 SET timezone = 'Asia/Kolkata';
 SELECT kairoi_job_set('kolkata midnight', '2030-01-01 00:00:00');
 SET timezone = 'UTC';
-SELECT kairoi_job_set(repeat('x', 65535), '2030-01-01 00:00:00+00');
-SELECT kairoi_job_set(repeat('é', 32767), '2030-01-01 00:00:00+00');
+SELECT kairoi_job_set(kairoi_test.incompressible(2688), '2030-01-01 00:00:00+00');
+SELECT kairoi_job_set(repeat('é', 1344), '2030-01-01 00:00:00+00');
+SELECT kairoi_rule_set_shell(kairoi_test.incompressible(2688), 'p', '/bin/true');
 SELECT kairoi_rule_set_shell('long script', 'p', repeat('s', 65535));
 
 SELECT kairoi_flush('30 seconds');
@@ -87,8 +103,11 @@ SELECT CASE WHEN length(identifier) > 40
 	   execution
 FROM kairoi_test.server_jobs ORDER BY execution, identifier;
 \copy kairoi_test.server_rules FROM PROGRAM '$KSERVER rules' WITH (FORMAT csv)
-SELECT identifier, pattern, runner, octet_length(arguments[1]) AS script_bytes
-FROM kairoi_test.server_rules;
+SELECT CASE WHEN length(identifier) > 40
+			THEN left(identifier, 3) || '... (' || octet_length(identifier) || ' bytes)'
+			ELSE identifier END AS identifier,
+	   pattern, runner, octet_length(arguments[1]) AS script_bytes
+FROM kairoi_test.server_rules ORDER BY 1;
 \copy kairoi_test.server_requests FROM PROGRAM '$KSERVER requests' WITH (FORMAT csv)
 SELECT count(*) AS requests_received FROM kairoi_test.server_requests;
 TRUNCATE kairoi_test.server_jobs, kairoi_test.server_rules, kairoi_test.server_requests;
@@ -103,6 +122,7 @@ SELECT kairoi_rule_set('r', 'p', 'shell', '/bin/true', 'extra');
 SELECT kairoi_job_set('job', 'infinity');
 SELECT kairoi_job_set('job', '2262-04-11 23:47:17+00');
 SELECT kairoi_job_set(repeat('x', 65536), '2030-01-01 00:00:00+00');
+SELECT kairoi_job_set(repeat('x', 2689), '2030-01-01 00:00:00+00');
 \set VERBOSITY default
 
 -- A read-only transaction cannot schedule, by any of the functions

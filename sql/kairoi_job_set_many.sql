@@ -16,6 +16,7 @@ SELECT kairoi_job_set_many(ARRAY['a', 'b'], ARRAY[['2030-01-01'], ['2030-01-02']
 SELECT kairoi_job_set_many(ARRAY['a', 'b'], ARRAY['2030-01-01']::timestamptz[]);
 SELECT kairoi_job_set_many(ARRAY['a', ''], ARRAY['2030-01-01', '2030-01-02']::timestamptz[]);
 SELECT kairoi_job_set_many(ARRAY['a', repeat('x', 65536)], ARRAY['2030-01-01', '2030-01-02']::timestamptz[]);
+SELECT kairoi_job_set_many(ARRAY['a', kairoi_test.incompressible(2689)], ARRAY['2030-01-01', '2030-01-02']::timestamptz[]);
 SELECT kairoi_job_set_many(ARRAY['a', 'b'], ARRAY['2030-01-01', 'infinity']::timestamptz[]);
 SELECT kairoi_job_set_many(ARRAY['a', 'b'], ARRAY['-infinity', '2030-01-01']::timestamptz[]);
 SELECT kairoi_job_set_many(ARRAY['a', 'b'], ARRAY['2030-01-01', '2262-04-11 23:47:16.000001+00']::timestamptz[]);

@@ -63,10 +63,8 @@ SELECT identifier, execution FROM kairoi_test.server_jobs
 WHERE identifier = 'reminder-1';
 TRUNCATE kairoi_test.server_jobs;
 
--- A session keeps what it opened to write the outbox until its transaction
--- ends: a savepoint rolled back after the first write leaves it usable, and
--- a utility statement on the outbox in the same transaction (which refuses
--- to run on a table its own session holds open) first closes it
+-- A savepoint rolled back after the first write, and utility statements
+-- on the outbox in the scheduling transaction
 \! $KCTL fault refuse=true >/dev/null
 BEGIN;
 SAVEPOINT first_write;
@@ -92,6 +90,91 @@ SELECT identifier, execution FROM kairoi_test.server_jobs
 WHERE identifier IN ('savepoint-undone', 'after-savepoint', 'after-alter',
 					 'truncated', 'after-truncate')
 ORDER BY identifier;
+TRUNCATE kairoi_test.server_jobs;
+
+-- Columns added to the outbox and dropped again, as an upgrade script
+-- might: what is written and delivered is unchanged
+\! $KCTL fault refuse=true >/dev/null
+ALTER TABLE kairoi.outbox ADD COLUMN junk text DEFAULT 'junk',
+	ADD COLUMN junk_number int DEFAULT 7;
+SELECT kairoi_job_set('with-added-columns', '2030-06-01 00:00:00+00');
+ALTER TABLE kairoi.outbox DROP COLUMN junk, DROP COLUMN junk_number;
+SELECT kairoi_job_set('with-dropped-columns', '2030-06-02 00:00:00+00');
+SELECT kairoi_job_set('with-added-columns', '2030-06-03 00:00:00+00');
+SELECT kind, identifier, arguments, version > 0 AS has_version, attempts,
+	   next_attempt_at, last_error, enqueued_at <= updated_at AS times_in_order
+FROM kairoi.outbox ORDER BY seq;
+SELECT * FROM kairoi_test.amcheck_findings();
+\! $KCTL fault refuse=false >/dev/null
+SELECT kairoi_flush('30 seconds');
+\copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
+SELECT identifier, execution FROM kairoi_test.server_jobs
+WHERE identifier LIKE 'with-%' ORDER BY identifier;
+TRUNCATE kairoi_test.server_jobs;
+
+-- DDL on the outbox inside plpgsql exception blocks that roll back (an
+-- internal subtransaction: no statement of the session sees it end), and
+-- in one that commits; scheduling goes on before, inside and after each
+\! $KCTL fault refuse=true >/dev/null
+BEGIN;
+SELECT kairoi_job_set('before-blocks', '2030-07-01 00:00:00+00');
+DO $$
+BEGIN
+	PERFORM kairoi_job_set('block-index', '2030-07-02 00:00:00+00');
+	CREATE INDEX outbox_block_idx ON kairoi.outbox (updated_at);
+	PERFORM kairoi_job_set('block-index-after', '2030-07-02 00:00:00+00');
+	RAISE EXCEPTION 'undo the block';
+EXCEPTION WHEN raise_exception THEN NULL;
+END;
+$$;
+SELECT kairoi_job_set('after-index-block', '2030-07-03 00:00:00+00');
+DO $$
+BEGIN
+	PERFORM kairoi_job_set('block-truncate', '2030-07-04 00:00:00+00');
+	TRUNCATE kairoi.outbox;
+	PERFORM kairoi_job_set('block-truncate-after', '2030-07-04 00:00:00+00');
+	RAISE EXCEPTION 'undo the block';
+EXCEPTION WHEN raise_exception THEN NULL;
+END;
+$$;
+SELECT kairoi_job_set('after-truncate-block', '2030-07-05 00:00:00+00');
+DO $$
+BEGIN
+	PERFORM kairoi_job_set('block-primary-key', '2030-07-06 00:00:00+00');
+	ALTER TABLE kairoi.outbox DROP CONSTRAINT outbox_pkey;
+	ALTER TABLE kairoi.outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY (seq);
+	PERFORM kairoi_job_set('block-primary-key-after', '2030-07-06 00:00:00+00');
+	RAISE EXCEPTION 'undo the block';
+EXCEPTION WHEN raise_exception THEN NULL;
+END;
+$$;
+SELECT kairoi_job_set('after-primary-key-block', '2030-07-07 00:00:00+00');
+DO $$
+BEGIN
+	PERFORM kairoi_job_set('kept-block', '2030-07-08 00:00:00+00');
+	ALTER TABLE kairoi.outbox DROP CONSTRAINT outbox_pkey;
+	ALTER TABLE kairoi.outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY (seq);
+	PERFORM kairoi_job_set('kept-block-after', '2030-07-08 00:00:00+00');
+END;
+$$;
+SELECT kairoi_job_set('after-kept-block', '2030-07-09 00:00:00+00');
+COMMIT;
+SELECT identifier FROM kairoi_pending ORDER BY seq;
+SELECT indexrelid::regclass AS outbox_index FROM pg_index
+WHERE indrelid = 'kairoi.outbox'::regclass ORDER BY 1;
+SELECT * FROM kairoi_test.amcheck_findings();
+-- every entry is found through the primary key, as the worker reads
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT count(*) AS found_by_seq FROM kairoi.outbox WHERE seq > 0;
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+\! $KCTL fault refuse=false >/dev/null
+SELECT kairoi_flush('30 seconds');
+SELECT pending FROM kairoi_status();
+\copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
+SELECT identifier, execution FROM kairoi_test.server_jobs
+WHERE execution LIKE '2030-07-%' ORDER BY identifier;
 TRUNCATE kairoi_test.server_jobs;
 
 -- Two-phase commit: COMMIT PREPARED fires no commit callback in the

@@ -19,6 +19,82 @@ CREATE TABLE kairoi_test.server_rules (identifier text, pattern text,
 CREATE TABLE kairoi_test.server_requests (position int, instruction text,
 	identifier text);
 
+-- For the isolation specs, which cannot run psql's \copy: the test server
+-- read and steered through COPY ... PROGRAM with the commands in the
+-- database's settings kairoi_test.kserver and kairoi_test.kctl (set by
+-- test/regress.sh and test/installcheck.sh: the server's environment is
+-- not the test's when the server is the user's).
+CREATE TABLE kairoi_test.flushed_jobs (identifier text, execution text);
+-- The execution the server holds for a job, once everything is delivered
+CREATE FUNCTION kairoi_test.server_job(job text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	result text;
+BEGIN
+	PERFORM kairoi_flush('30 seconds');
+	TRUNCATE kairoi_test.flushed_jobs;
+	EXECUTE format('COPY kairoi_test.flushed_jobs FROM PROGRAM %L WITH (FORMAT csv)',
+				   current_setting('kairoi_test.kserver') || ' jobs');
+	SELECT execution INTO result FROM kairoi_test.flushed_jobs
+	WHERE identifier = job;
+	RETURN result;
+END;
+$$;
+CREATE FUNCTION kairoi_test.server_fault(setting text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE format('COPY (SELECT) TO PROGRAM %L',
+				   current_setting('kairoi_test.kctl') || ' fault ' || setting || ' >/dev/null');
+END;
+$$;
+-- Waits (bounded) until the worker has requests in flight
+CREATE FUNCTION kairoi_test.wait_in_flight() RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	FOR i IN 1..1000 LOOP
+		IF (SELECT in_flight FROM kairoi_status()) > 0 THEN
+			RETURN true;
+		END IF;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+	RETURN false;
+END;
+$$;
+
+-- A text of this many bytes that no compression shrinks (base64 of
+-- SHA-256 digests), for the identifier length limit of the outbox's index
+CREATE FUNCTION kairoi_test.incompressible(bytes int) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+	SELECT left(string_agg(encode(sha256(i::text::bytea), 'base64'), ''
+						   ORDER BY i), bytes)
+	FROM generate_series(1, bytes / 44 + 1) AS i
+$$;
+
+-- What amcheck finds wrong with kairoi's tables: verify_heapam on each,
+-- bt_index_check and bt_index_parent_check (heapallindexed) on each index
+CREATE EXTENSION amcheck;
+CREATE FUNCTION kairoi_test.amcheck_findings() RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+	index regclass;
+BEGIN
+	RETURN QUERY
+		SELECT format('%s: (%s,%s): %s', t, blkno, offnum, msg)
+		FROM unnest(ARRAY['kairoi.outbox', 'kairoi.failed']::regclass[]) AS t,
+			 LATERAL verify_heapam(t);
+	FOR index IN SELECT indexrelid FROM pg_index
+				 WHERE indrelid IN ('kairoi.outbox'::regclass, 'kairoi.failed'::regclass)
+	LOOP
+		BEGIN
+			PERFORM bt_index_check(index, true);
+			PERFORM bt_index_parent_check(index, true);
+		EXCEPTION WHEN OTHERS THEN
+			RETURN NEXT format('%s: %s', index, SQLERRM);
+		END;
+	END LOOP;
+END;
+$$;
+
 -- The launcher starts the worker within kairoi.poll_interval of the
 -- database's creation; wait (bounded) until it is connected
 DO $$

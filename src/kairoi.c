@@ -24,7 +24,6 @@
 
 #include "connection.h"
 #include "kairoi.h"
-#include "outbox.h"
 
 PG_MODULE_MAGIC;
 
@@ -204,7 +203,6 @@ _PG_init(void)
 {
 	define_variables();
 	kairoi_register_xact_callback();
-	outbox_install_utility_hook();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

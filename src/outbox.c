@@ -1,33 +1,85 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.c
- *	  The outbox's operations that are not on a hot path, in SQL, and the
- *	  entry points of enqueueing.
+ *	  Enqueueing into kairoi.outbox, and the worker's bookkeeping of
+ *	  rejected entries, all in SQL run through saved SPI plans.
  *
- *	  User backends only ever insert or replace their own pending rows,
- *	  through the writer of outbox_direct.c, and supersede failed entries
- *	  here.  The delivery worker reads due rows and deletes acknowledged
- *	  ones through outbox_direct.c, and records rejections here.  It never
- *	  waits for a row lock: reading takes none, and its writes skip rows
- *	  locked by other transactions, so an application's long transaction
- *	  never stalls delivery of anything else.  A row it could not delete
- *	  stays and is sent again later.
+ *	  User backends only ever insert or replace their own pending rows, with
+ *	  INSERT ... ON CONFLICT DO UPDATE, and supersede failed entries.  The
+ *	  executor does the upsert: the speculative insertion and its retry, the
+ *	  unique check, index maintenance, dropped columns, subtransactions and
+ *	  DDL (the plan cache re-plans after any change to the tables).  An
+ *	  earlier release did the same with heap primitives and got each of
+ *	  these wrong at least once (see CHANGELOG.md); the executor's path is
+ *	  the one that every supported PostgreSQL version keeps correct.
+ *
+ *	  The delivery worker reads due rows and deletes acknowledged ones
+ *	  through outbox_direct.c, and records rejections here.  It never waits
+ *	  for a row lock: reading takes none, and its writes skip rows locked by
+ *	  other transactions, so an application's long transaction never stalls
+ *	  delivery of anything else.  A row it could not delete stays and is
+ *	  sent again later.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "kairoi.h"
 #include "outbox.h"
+
+/*
+ * Insert, or replace the pending value of the same (kind, identifier).  A
+ * replacement keeps seq (the row's place in the queue), renews version and
+ * forgets earlier rejections: it is a new value.
+ *
+ * The scheduling functions are SECURITY DEFINER without a fixed
+ * search_path (that would cost a GUC save and restore per call), so the
+ * statements they run here must mean the same under any search_path a
+ * caller sets: every relation, function and operator is schema-qualified
+ * (OPERATOR(pg_catalog.=), pg_catalog.min), column defaults are stored
+ * resolved, and ON CONFLICT infers the unique index from plain columns.
+ * Nothing else is looked up by name.
+ */
+#define ENQUEUE_UPSERT \
+"ON CONFLICT (kind, identifier) DO UPDATE " \
+"SET arguments = excluded.arguments, version = excluded.version, " \
+"    updated_at = excluded.updated_at, attempts = 0, " \
+"    next_attempt_at = NULL, last_error = NULL "
+
+static const char *const enqueue_sql =
+"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
+"VALUES ($1, $2, $3) " ENQUEUE_UPSERT
+"RETURNING seq";
+
+/*
+ * Many jobs, identifiers unique, in queue order; executions already
+ * formatted.  Returns the lowest seq written.
+ */
+static const char *const enqueue_jobs_sql =
+"WITH written AS ("
+"  INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
+"  SELECT 'j', u.identifier, ARRAY[u.execution] "
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+"                 pg_catalog.unnest($2::pg_catalog.text[])) "
+"       AS u(identifier, execution) "
+"  " ENQUEUE_UPSERT
+"  RETURNING seq) "
+"SELECT pg_catalog.min(seq) FROM written";
 
 /*
  * A new value supersedes the failed entries of its identifier: retrying
@@ -91,37 +143,80 @@ execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
 }
 
 /*
- * Delete the failed entries of these identifiers, if kairoi.failed may have
- * any (it nearly never does: then nothing is built or run).  Called after
- * the new values were written, so it runs with a snapshot no older than
- * the write's and sees every failed entry the write could see.
+ * False if kairoi.failed certainly holds no entry our next statement could
+ * see: it has no block (vacuum truncates it once its entries are retried
+ * or purged, and a committed row lives in a block).  Nearly always the
+ * case, and then the supersede DELETE is not run at all.
+ */
+static bool
+failed_may_have_entries(void)
+{
+	Oid			failed_oid = get_relname_relid("failed",
+											   get_namespace_oid("kairoi", false));
+	Relation	failed;
+	BlockNumber nblocks;
+
+	if (!OidIsValid(failed_oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"kairoi.failed\" does not exist"),
+				 errhint("The kairoi extension is damaged: reinstall it.")));
+	failed = table_open(failed_oid, AccessShareLock);
+	nblocks = RelationGetNumberOfBlocks(failed);
+	table_close(failed, NoLock);
+	return nblocks > 0;
+}
+
+/*
+ * Delete the failed entries of these identifiers (a text[]), inside the
+ * caller's SPI connection.  Called after the new values were written, so
+ * it runs with a snapshot no older than the write's and sees every failed
+ * entry the write could see.
  */
 static void
-supersede_failed(OutboxWriter *writer, char kind, Datum *identifiers, int n)
+supersede_failed(char kind, Datum identifiers)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
-	Datum		values[2];
+	Datum		values[2] = {CharGetDatum(kind), identifiers};
 
-	if (!outbox_writer_failed_may_have_entries(writer))
+	if (!failed_may_have_entries())
 		return;
-	values[0] = CharGetDatum(kind);
-	values[1] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
-												false, TYPALIGN_INT));
-	SPI_connect();
 	prepare_once(&plan, supersede_sql, 2, argtypes);
 	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
-	SPI_finish();
+}
+
+/* The int8 in the first column of the first row SPI returned */
+static int64
+first_int8_result(void)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+	Assert(!isnull);
+	return DatumGetInt64(value);
 }
 
 int64
 outbox_enqueue(char kind, text *identifier, Datum arguments)
 {
-	OutboxWriter *writer = outbox_writer_begin();
-	int64		seq = outbox_writer_upsert(writer, kind, identifier, arguments);
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
+	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
+	arguments};
 	Datum		identifier_datum = PointerGetDatum(identifier);
+	int64		seq;
 
-	supersede_failed(writer, kind, &identifier_datum, 1);
+	PreventCommandIfReadOnly("INSERT");
+	SPI_connect();
+	prepare_once(&plan, enqueue_sql, 3, argtypes);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	seq = first_int8_result();
+	supersede_failed(kind, PointerGetDatum(construct_array(&identifier_datum, 1,
+														   TEXTOID, -1, false,
+														   TYPALIGN_INT)));
+	SPI_finish();
 	return seq;
 }
 
@@ -194,25 +289,25 @@ deduplicate_jobs(Datum *identifiers, Datum *executions, int n)
 int64
 outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 {
-	OutboxWriter *writer = outbox_writer_begin();
-	int64		lowest_seq = PG_INT64_MAX;
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[2];
+	int64		seq;
 
+	PreventCommandIfReadOnly("INSERT");
 	n = deduplicate_jobs(identifiers, executions, n);
-	for (int i = 0; i < n; i++)
-	{
-		Datum		arguments = PointerGetDatum(construct_array(&executions[i], 1,
-																TEXTOID, -1, false,
-																TYPALIGN_INT));
-		int64		seq = outbox_writer_upsert(writer, OUTBOX_KIND_JOB,
-											   DatumGetTextPP(identifiers[i]),
-											   arguments);
+	values[0] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(executions, n, TEXTOID, -1,
+												false, TYPALIGN_INT));
 
-		/* written: a million jobs must not keep a million arrays */
-		pfree(DatumGetPointer(arguments));
-		lowest_seq = Min(lowest_seq, seq);
-	}
-	supersede_failed(writer, OUTBOX_KIND_JOB, identifiers, n);
-	return lowest_seq;
+	SPI_connect();
+	prepare_once(&plan, enqueue_jobs_sql, 2, argtypes);
+	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
+	seq = first_int8_result();
+	supersede_failed(OUTBOX_KIND_JOB, values[0]);
+	SPI_finish();
+	return seq;
 }
 
 TimestampTz

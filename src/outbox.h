@@ -36,24 +36,6 @@ typedef struct OutboxEntry
 } OutboxEntry;
 
 /*
- * User backends (outbox_direct.c): the transaction's writer inserts or
- * replaces pending entries and returns each one's seq.  Each call of a
- * scheduling function begins a new command with outbox_writer_begin();
- * within one command an identifier may be written only once.  The writer
- * is released at commit or prepare and before any utility statement, and
- * forgotten at abort.
- */
-typedef struct OutboxWriter OutboxWriter;
-
-extern OutboxWriter *outbox_writer_begin(void);
-extern int64 outbox_writer_upsert(OutboxWriter *writer, char kind,
-								  text *identifier, Datum arguments);
-extern bool outbox_writer_failed_may_have_entries(OutboxWriter *writer);
-extern void outbox_writer_release(void);
-extern void outbox_writer_forget(void);
-extern void outbox_install_utility_hook(void);
-
-/*
  * User backends: insert or replace the pending entry for (kind,
  * identifier), superseding its failed entries.  Returns the entry's seq.
  */

@@ -1,25 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * outbox_direct.c
- *	  The hot paths of kairoi.outbox, without SQL: the user backends'
- *	  upsert of a pending entry, and the delivery worker's fetch of due
- *	  entries and delete of acknowledged ones.
+ *	  The delivery worker's hot paths on kairoi.outbox, without SQL: the
+ *	  fetch of due entries and the delete of acknowledged ones.  Enqueueing
+ *	  is not here: it goes through the executor (outbox.c).
  *
- *	  The upsert is the cost every scheduling transaction pays, so it skips the
- *	  parser, planner and executor tree that an INSERT ... ON CONFLICT DO
- *	  UPDATE would go through per call, and does what that statement does
- *	  with the same primitives: a speculative insertion checked against the
- *	  unique index on (kind, identifier), and on conflict a lock of the
- *	  existing row and its update.  Concurrency therefore behaves exactly as
- *	  the statement does: a second writer of the same identifier waits for
- *	  the first to commit or abort and then replaces its row, so the last
- *	  committer wins; a REPEATABLE READ or SERIALIZABLE transaction that
- *	  meets a row it cannot see gets a serialization failure.
+ *	  These two run for every entry delivered, so they skip the planner
+ *	  and the executor, and take over what a SELECT and a DELETE would do.
+ *	  What they take over, and how each duty is kept:
  *
- *	  The columns are found by name, and the unique index by its columns,
- *	  so that a later version of the table is written correctly or refused
- *	  with an error, never written wrong.  No name is resolved through the
- *	  caller's search_path.
+ *	  - Visibility: the fetch is an ordered scan of the primary key on seq
+ *	    with the active MVCC snapshot (index_getnext_slot checks each heap
+ *	    tuple against it); it takes no row lock, as the SELECT it replaces
+ *	    took none.  The delete fetches each row at the ctid it was read at,
+ *	    checks that it still holds the version sent, and deletes it there
+ *	    without waiting (table_tuple_delete with wait = false): a row
+ *	    another transaction is modifying or has modified is skipped, as
+ *	    FOR UPDATE SKIP LOCKED skipped it.
+ *	  - Indexes: a delete leaves index entries to VACUUM, as the executor's
+ *	    does; nothing is inserted into any index here.
+ *	  - Columns: they are found by name at every call, dropped ones
+ *	    skipped, so a table changed by DDL is read correctly (columns this
+ *	    file does not use are ignored) or refused if one it needs is gone.
+ *	    The primary key is checked to be on seq alone.
+ *	  - Triggers, rules, row-level security and foreign keys: kairoi.outbox
+ *	    has none and ordinary roles cannot add any; they are skipped
+ *	    deliberately.  Permissions: the worker runs as a superuser.
+ *	  - Statistics and WAL: heap_delete and the index scan count and log
+ *	    themselves, as under the executor.
+ *	  - Subtransactions and DDL: each call opens the table afresh under its
+ *	    lock in the worker's own transaction and keeps nothing after it.
+ *
+ *	  Checked against ExecDelete and the index scan node of PostgreSQL 15,
+ *	  17 and 18; what differs in spelling between versions is in compat.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,14 +45,8 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/sequence.h"
-#include "executor/executor.h"
 #include "mb/pg_wchar.h"
-#include "miscadmin.h"
-#include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
-#include "storage/lmgr.h"
-#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -49,7 +56,7 @@
 
 #include "outbox.h"
 
-/* The columns of kairoi.outbox */
+/* The columns of kairoi.outbox that the worker reads */
 typedef enum OutboxColumn
 {
 	COL_SEQ,
@@ -57,32 +64,12 @@ typedef enum OutboxColumn
 	COL_IDENTIFIER,
 	COL_ARGUMENTS,
 	COL_VERSION,
-	COL_ENQUEUED_AT,
-	COL_UPDATED_AT,
-	COL_ATTEMPTS,
 	COL_NEXT_ATTEMPT_AT,
-	COL_LAST_ERROR,
 	OUTBOX_NCOLUMNS
 } OutboxColumn;
 
 static const char *const column_names[OUTBOX_NCOLUMNS] = {
-	"seq", "kind", "identifier", "arguments", "version", "enqueued_at",
-	"updated_at", "attempts", "next_attempt_at", "last_error"
-};
-
-/* What enqueueing keeps open: the table, its indexes, two slots */
-struct OutboxWriter
-{
-	Relation	outbox;
-	EState	   *estate;
-	ResultRelInfo *result_rel;
-	List	   *arbiter;		/* the unique index on (kind, identifier) */
-	int			attnum[OUTBOX_NCOLUMNS];	/* 0-based positions, -1 unknown */
-	Oid			seq_sequence;
-	Oid			version_sequence;
-	Relation	failed;			/* kairoi.failed, only to see if it is empty */
-	TupleTableSlot *proposed;	/* the row we would insert */
-	TupleTableSlot *replacement;	/* the new version of a conflicting row */
+	"seq", "kind", "identifier", "arguments", "version", "next_attempt_at"
 };
 
 static Oid
@@ -99,8 +86,8 @@ kairoi_relation_oid(Oid namespace, const char *name)
 }
 
 /*
- * Map every column of kairoi.outbox to its 0-based position in attnum[];
- * refuse a column this file does not know.
+ * Map the columns of kairoi.outbox this file reads to their 0-based
+ * positions in attnum[]; refuse the table if one of them is missing.
  */
 static void
 find_columns(Relation outbox, int *attnum)
@@ -119,15 +106,16 @@ find_columns(Relation outbox, int *attnum)
 		for (c = 0; c < OUTBOX_NCOLUMNS; c++)
 			if (strcmp(NameStr(attr->attname), column_names[c]) == 0)
 				break;
-		if (c == OUTBOX_NCOLUMNS)
-			elog(ERROR, "kairoi: unexpected column \"%s\" in kairoi.outbox",
-				 NameStr(attr->attname));
-		attnum[c] = i;
+		if (c < OUTBOX_NCOLUMNS)
+			attnum[c] = i;
 	}
 	for (int c = 0; c < OUTBOX_NCOLUMNS; c++)
 		if (attnum[c] < 0)
-			elog(ERROR, "kairoi: column \"%s\" of kairoi.outbox is missing",
-				 column_names[c]);
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"kairoi.outbox\" does not exist",
+							column_names[c]),
+					 errhint("The kairoi extension is damaged: reinstall it.")));
 }
 
 static Relation
@@ -139,302 +127,6 @@ open_outbox(Oid namespace, LOCKMODE lockmode, int *attnum)
 	find_columns(outbox, attnum);
 	return outbox;
 }
-
-/* The unique index whose key is exactly (kind, identifier) */
-static Oid
-find_arbiter_index(OutboxWriter *w)
-{
-	ResultRelInfo *rri = w->result_rel;
-
-	for (int i = 0; i < rri->ri_NumIndices; i++)
-	{
-		Form_pg_index index = rri->ri_IndexRelationDescs[i]->rd_index;
-
-		if (index->indisunique && index->indnkeyatts == 2 &&
-			index->indkey.values[0] == w->attnum[COL_KIND] + 1 &&
-			index->indkey.values[1] == w->attnum[COL_IDENTIFIER] + 1)
-			return index->indexrelid;
-	}
-	elog(ERROR, "kairoi: kairoi.outbox has no unique index on (kind, identifier)");
-	return InvalidOid;			/* keep compiler quiet */
-}
-
-/*
- * The writer of the current transaction, opened by its first enqueue and
- * kept until it ends, so that a transaction scheduling many rows (a row
- * trigger, SELECT kairoi_job_set(...) FROM ...) opens the outbox and its
- * indexes once.  Its relations and their locks belong to the top-level
- * transaction, so that a rolled-back savepoint leaves it usable (keeping a
- * RowExclusiveLock until the end is harmless), and its memory to
- * TopTransactionContext.  It holds no buffer pin between calls.  It is
- * closed at commit or prepare, forgotten at abort (the resource owner
- * closes what it held), and closed before any utility statement of this
- * session, which might alter or drop the outbox and would refuse to while
- * it is open.
- */
-static OutboxWriter *transaction_writer = NULL;
-
-static OutboxWriter *
-open_writer(void)
-{
-	ResourceOwner caller_owner = CurrentResourceOwner;
-	MemoryContext caller_context = MemoryContextSwitchTo(TopTransactionContext);
-	OutboxWriter *w = palloc0(sizeof(OutboxWriter));
-	Oid			namespace = get_namespace_oid("kairoi", false);
-
-	CurrentResourceOwner = TopTransactionResourceOwner;
-	w->outbox = open_outbox(namespace, RowExclusiveLock, w->attnum);
-	w->failed = table_open(kairoi_relation_oid(namespace, "failed"),
-						   AccessShareLock);
-	w->seq_sequence = kairoi_relation_oid(namespace, "outbox_seq");
-	w->version_sequence = kairoi_relation_oid(namespace, "outbox_version");
-
-	w->estate = CreateExecutorState();
-	w->result_rel = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->result_rel, w->outbox, 0, NULL, 0);
-	ExecOpenIndices(w->result_rel, true);
-	w->arbiter = list_make1_oid(find_arbiter_index(w));
-
-	w->proposed = table_slot_create(w->outbox, NULL);
-	w->replacement = table_slot_create(w->outbox, NULL);
-	CurrentResourceOwner = caller_owner;
-	MemoryContextSwitchTo(caller_context);
-	return w;
-}
-
-OutboxWriter *
-outbox_writer_begin(void)
-{
-	/* What the INSERT this replaces would have refused */
-	PreventCommandIfReadOnly("INSERT");
-
-	if (transaction_writer == NULL)
-		transaction_writer = open_writer();
-
-	/*
-	 * A new command, as a statement would start: this call sees (and can
-	 * lock) the rows earlier calls wrote, even in the same statement.
-	 */
-	CommandCounterIncrement();
-	transaction_writer->estate->es_output_cid = GetCurrentCommandId(true);
-	transaction_writer->estate->es_snapshot = GetActiveSnapshot();
-	return transaction_writer;
-}
-
-void
-outbox_writer_release(void)
-{
-	OutboxWriter *w = transaction_writer;
-	ResourceOwner caller_owner = CurrentResourceOwner;
-
-	if (w == NULL)
-		return;
-	transaction_writer = NULL;
-	CurrentResourceOwner = TopTransactionResourceOwner;
-	ExecDropSingleTupleTableSlot(w->proposed);
-	ExecDropSingleTupleTableSlot(w->replacement);
-	ExecCloseIndices(w->result_rel);
-	FreeExecutorState(w->estate);
-	table_close(w->failed, NoLock);
-	table_close(w->outbox, NoLock);
-	CurrentResourceOwner = caller_owner;
-	pfree(w);
-}
-
-void
-outbox_writer_forget(void)
-{
-	transaction_writer = NULL;
-}
-
-bool
-outbox_writer_failed_may_have_entries(OutboxWriter *w)
-{
-	/*
-	 * kairoi.failed has no block when it certainly holds no entry our next
-	 * statement could see (vacuum truncates it once its entries are retried
-	 * or purged, and a committed row lives in a block): nearly always, and
-	 * then the supersede DELETE is skipped.
-	 */
-	return RelationGetNumberOfBlocks(w->failed) > 0;
-}
-
-static void
-set_column(TupleTableSlot *slot, OutboxWriter *w, OutboxColumn c,
-		   Datum value, bool isnull)
-{
-	slot->tts_values[w->attnum[c]] = value;
-	slot->tts_isnull[w->attnum[c]] = isnull;
-}
-
-/* The new value of an entry, as the unique check and an insert see it */
-static void
-store_proposed(OutboxWriter *w, char kind, text *identifier, Datum arguments)
-{
-	TupleTableSlot *slot = w->proposed;
-	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-
-	ExecClearTuple(slot);
-	set_column(slot, w, COL_SEQ, Int64GetDatum(0), false);
-	set_column(slot, w, COL_KIND, CharGetDatum(kind), false);
-	set_column(slot, w, COL_IDENTIFIER, PointerGetDatum(identifier), false);
-	set_column(slot, w, COL_ARGUMENTS, arguments, false);
-	set_column(slot, w, COL_VERSION, Int64GetDatum(0), false);
-	set_column(slot, w, COL_ENQUEUED_AT, now, false);
-	set_column(slot, w, COL_UPDATED_AT, now, false);
-	set_column(slot, w, COL_ATTEMPTS, Int32GetDatum(0), false);
-	set_column(slot, w, COL_NEXT_ATTEMPT_AT, (Datum) 0, true);
-	set_column(slot, w, COL_LAST_ERROR, (Datum) 0, true);
-	ExecStoreVirtualTuple(slot);
-}
-
-/*
- * Insert the proposed row, speculatively: false if a concurrent
- * transaction inserted the same (kind, identifier) meanwhile, in which case
- * nothing was inserted and the caller starts over.
- */
-static bool
-insert_speculatively(OutboxWriter *w, int64 *seq)
-{
-	TupleTableSlot *slot = w->proposed;
-	TransactionId xid = GetCurrentTransactionId();
-	uint32		token;
-	bool		conflict = false;
-	List	   *recheck;
-
-	*seq = nextval_internal(w->seq_sequence, false);
-	slot->tts_values[w->attnum[COL_SEQ]] = Int64GetDatum(*seq);
-	slot->tts_values[w->attnum[COL_VERSION]] =
-		Int64GetDatum(nextval_internal(w->version_sequence, false));
-
-	token = SpeculativeInsertionLockAcquire(xid);
-	table_tuple_insert_speculative(w->outbox, slot, w->estate->es_output_cid,
-								   0, NULL, token);
-	recheck = ExecInsertIndexTuples(w->result_rel, slot, w->estate, false,
-									true, &conflict, w->arbiter);
-	table_tuple_complete_speculative(w->outbox, slot, token, !conflict);
-	SpeculativeInsertionLockRelease(xid);
-	list_free(recheck);
-	return !conflict;
-}
-
-/* As ExecCheckTupleVisible: what a transaction snapshot may not miss */
-static void
-check_visible_to_transaction(OutboxWriter *w, TupleTableSlot *existing)
-{
-	bool		isnull;
-	TransactionId xmin;
-
-	if (!IsolationUsesXactSnapshot() ||
-		table_tuple_satisfies_snapshot(w->outbox, existing,
-									   w->estate->es_snapshot))
-		return;
-	xmin = DatumGetTransactionId(slot_getsysattr(existing,
-												 MinTransactionIdAttributeNumber,
-												 &isnull));
-	if (!TransactionIdIsCurrentTransactionId(xmin))
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent update")));
-}
-
-/*
- * Lock the row at conflict and replace its value by the proposed one: it
- * keeps its seq and enqueued_at, gets a new version and forgets earlier
- * rejections.  False if the row was updated or deleted meanwhile (the
- * caller starts over).
- */
-static bool
-replace_existing(OutboxWriter *w, ItemPointer conflict, int64 *seq)
-{
-	/* Per call: it holds a buffer pin, which an error would release */
-	TupleTableSlot *old = table_slot_create(w->outbox, NULL);
-	TupleTableSlot *new = w->replacement;
-	TM_FailureData tmfd;
-	TM_Result	result;
-	LockTupleMode lockmode;
-	bool		update_indexes;
-	int			natts = RelationGetDescr(w->outbox)->natts;
-
-	result = table_tuple_lock(w->outbox, conflict, w->estate->es_snapshot, old,
-							  w->estate->es_output_cid,
-							  LockTupleNoKeyExclusive, LockWaitBlock, 0,
-							  &tmfd);
-	switch (result)
-	{
-		case TM_Ok:
-			break;
-		case TM_Updated:
-		case TM_Deleted:
-			if (IsolationUsesXactSnapshot())
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not serialize access due to concurrent update")));
-			ExecDropSingleTupleTableSlot(old);
-			return false;
-		default:
-			elog(ERROR, "kairoi: unexpected result %d locking an outbox row",
-				 (int) result);
-	}
-	check_visible_to_transaction(w, old);
-
-	slot_getallattrs(old);
-	slot_getallattrs(w->proposed);
-	ExecClearTuple(new);
-	memcpy(new->tts_values, old->tts_values, natts * sizeof(Datum));
-	memcpy(new->tts_isnull, old->tts_isnull, natts * sizeof(bool));
-	for (int c = COL_ARGUMENTS; c < OUTBOX_NCOLUMNS; c++)
-	{
-		if (c == COL_ENQUEUED_AT)
-			continue;
-		set_column(new, w, c, w->proposed->tts_values[w->attnum[c]],
-				   w->proposed->tts_isnull[w->attnum[c]]);
-	}
-	set_column(new, w, COL_VERSION,
-			   Int64GetDatum(nextval_internal(w->version_sequence, false)),
-			   false);
-	ExecStoreVirtualTuple(new);
-
-	result = table_tuple_update(w->outbox, &old->tts_tid, new,
-								w->estate->es_output_cid,
-								w->estate->es_snapshot, InvalidSnapshot, true,
-								&tmfd, &lockmode, &update_indexes);
-	if (result != TM_Ok)
-		elog(ERROR, "kairoi: unexpected result %d updating a locked outbox row",
-			 (int) result);
-	if (update_indexes)
-		list_free(ExecInsertIndexTuples(w->result_rel, new, w->estate, true,
-										false, NULL, NIL));
-	*seq = DatumGetInt64(old->tts_values[w->attnum[COL_SEQ]]);
-	ExecDropSingleTupleTableSlot(old);
-	return true;
-}
-
-int64
-outbox_writer_upsert(OutboxWriter *w, char kind, text *identifier,
-					 Datum arguments)
-{
-	int64		seq;
-
-	store_proposed(w, kind, identifier, arguments);
-	for (;;)
-	{
-		ItemPointerData conflict;
-
-		ResetPerTupleExprContext(w->estate);
-		if (ExecCheckIndexConstraints(w->result_rel, w->proposed, w->estate,
-									  &conflict, w->arbiter))
-		{
-			if (insert_speculatively(w, &seq))
-				return seq;
-		}
-		else if (replace_existing(w, &conflict, &seq))
-			return seq;
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/* ---- The delivery worker ---- */
 
 static int
 compare_int64(const void *a, const void *b)
@@ -594,30 +286,4 @@ outbox_delete_acknowledged(const ItemPointerData *tids, const int64 *versions,
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(outbox, NoLock);
 	return deleted;
-}
-
-/* ---- Closing the transaction's writer before utility statements ---- */
-
-static ProcessUtility_hook_type prev_process_utility_hook = NULL;
-
-static void
-release_writer_before_utility(PlannedStmt *pstmt, const char *queryString,
-							  bool readOnlyTree, ProcessUtilityContext context,
-							  ParamListInfo params, QueryEnvironment *queryEnv,
-							  DestReceiver *dest, QueryCompletion *qc)
-{
-	outbox_writer_release();
-	if (prev_process_utility_hook)
-		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
-								  params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-}
-
-void
-outbox_install_utility_hook(void)
-{
-	prev_process_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = release_writer_before_utility;
 }

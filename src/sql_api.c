@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include "access/itup.h"
+#include "access/nbtree.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -145,6 +147,41 @@ check_text_argument(text *value, ArgumentRef ref)
 						   utf8_len, KAIROI_MAX_ARGUMENT_BYTES)));
 }
 
+/*
+ * Largest identifier, in bytes of the database encoding, that the B-tree
+ * indexes on (kind, identifier) of kairoi.outbox and kairoi.failed hold
+ * whatever its content: nbtree's limit on an index tuple (BTMaxItemSize in
+ * access/nbtree.h, for BLCKSZ pages: 2704 bytes for 8 kB), less the index
+ * tuple's header, the "char" kind padded to the text's alignment and the
+ * text's 4-byte length word (2688 bytes for 8 kB pages).  A longer value
+ * fits only if it compresses well enough, which no caller can foresee.
+ */
+#define BTREE_MAX_ITEM_BYTES \
+	MAXALIGN_DOWN((BLCKSZ - \
+				   MAXALIGN(SizeOfPageHeaderData + 3 * sizeof(ItemIdData) + \
+							3 * sizeof(ItemPointerData)) - \
+				   MAXALIGN(sizeof(BTPageOpaqueData))) / 3)
+#define KAIROI_MAX_IDENTIFIER_BYTES \
+	((int) (BTREE_MAX_ITEM_BYTES - \
+			INTALIGN(sizeof(IndexTupleData) + sizeof(char)) - VARHDRSZ))
+
+/* A job's or a rule's identifier must fit in the outbox's unique index */
+static void
+check_identifier_fits_index(text *value, ArgumentRef ref)
+{
+	int			len = VARSIZE_ANY_EXHDR(value);
+
+	if (len > KAIROI_MAX_IDENTIFIER_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("argument \"%s\" of %s is too long",
+						ref.name, ref.function),
+				 errdetail("It is %d bytes; the index of the outbox holds identifiers of at most %d bytes.",
+						   len, KAIROI_MAX_IDENTIFIER_BYTES),
+				 errhint("Nothing was scheduled. Use a shorter identifier, "
+						 "for example a key or a hash of the long one.")));
+}
+
 /* check_not_null + check_text_argument for one positional argument */
 static text *
 get_text_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
@@ -154,6 +191,24 @@ get_text_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
 	check_not_null(fcinfo, argno, ref);
 	value = PG_GETARG_TEXT_PP(argno);
 	check_text_argument(value, ref);
+	return value;
+}
+
+/* check_text_argument for an identifier */
+static void
+check_identifier_argument(text *value, ArgumentRef ref)
+{
+	check_text_argument(value, ref);
+	check_identifier_fits_index(value, ref);
+}
+
+/* get_text_argument for an identifier */
+static text *
+get_identifier_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
+{
+	text	   *value = get_text_argument(fcinfo, argno, ref);
+
+	check_identifier_fits_index(value, ref);
 	return value;
 }
 
@@ -330,7 +385,7 @@ kairoi_schedule_job(text *identifier, TimestampTz execution,
 {
 	Datum		formatted;
 
-	check_text_argument(identifier, identifier_ref);
+	check_identifier_argument(identifier, identifier_ref);
 	formatted = PointerGetDatum(format_execution(execution, execution_ref));
 	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_JOB, identifier,
 									   make_text_array(&formatted, 1)));
@@ -395,7 +450,8 @@ kairoi_job_set_many(PG_FUNCTION_ARGS)
 	error_context_stack = &callback;
 	for (index = 0; index < nidentifiers; index++)
 	{
-		check_text_argument(DatumGetTextPP(identifiers[index]), identifiers_ref);
+		check_identifier_argument(DatumGetTextPP(identifiers[index]),
+								  identifiers_ref);
 		executions[index] =
 			PointerGetDatum(format_execution(DatumGetTimestampTz(executions[index]),
 											 executions_ref));
@@ -412,8 +468,8 @@ Datum
 kairoi_rule_set(PG_FUNCTION_ARGS)
 {
 	const char *function = "kairoi_rule_set";
-	text	   *identifier = get_text_argument(fcinfo, 0,
-											   (ArgumentRef) {function, "identifier"});
+	text	   *identifier = get_identifier_argument(fcinfo, 0,
+													 (ArgumentRef) {function, "identifier"});
 	text	   *pattern = get_text_argument(fcinfo, 1,
 											(ArgumentRef) {function, "pattern"});
 	text	   *runner = get_text_argument(fcinfo, 2,
@@ -442,8 +498,8 @@ static void
 enqueue_typed_rule(FunctionCallInfo fcinfo, const char *function,
 				   const char *runner_name, const char *const *arg_names)
 {
-	text	   *identifier = get_text_argument(fcinfo, 0,
-											   (ArgumentRef) {function, "identifier"});
+	text	   *identifier = get_identifier_argument(fcinfo, 0,
+													 (ArgumentRef) {function, "identifier"});
 	text	   *pattern = get_text_argument(fcinfo, 1,
 											(ArgumentRef) {function, "pattern"});
 	int			nargs = PG_NARGS() - 2;
@@ -545,10 +601,6 @@ end_of_transaction(XactEvent event, void *arg)
 {
 	switch (event)
 	{
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			outbox_writer_release();
-			return;
 		case XACT_EVENT_COMMIT:
 			if (kairoi_enqueued_in_transaction())
 				kairoi_announce_commit(transaction_min_seq);
@@ -556,8 +608,6 @@ end_of_transaction(XactEvent event, void *arg)
 				announce_database_changes();
 			break;
 		case XACT_EVENT_ABORT:
-			/* What the writer held goes with the transaction's resources */
-			outbox_writer_forget();
 			break;
 		case XACT_EVENT_PREPARE:
 			/* COMMIT PREPARED is caught by the worker's safety poll */
