@@ -10,7 +10,7 @@
  *	  unique check, index maintenance, dropped columns, subtransactions and
  *	  DDL (the plan cache re-plans after any change to the tables).  An
  *	  earlier release did the same with heap primitives and got each of
- *	  these wrong at least once (see CHANGELOG.md); the executor's path is
+ *	  these wrong at least once (docs/design.md); the executor's path is
  *	  the one that every supported PostgreSQL version keeps correct.
  *
  *	  The delivery worker reads due rows and deletes acknowledged ones

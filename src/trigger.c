@@ -23,8 +23,8 @@
  *	  outbox.  Under the definer's rights it runs only built-in code: the
  *	  key's output function (those of base types are C functions only a
  *	  superuser can create), interval input and timestamp arithmetic, the
- *	  outbox writer (outbox_direct.c, no SQL) and the schema-qualified
- *	  statement of outbox.c that supersedes failed entries.
+ *	  schema-qualified statements of outbox.c that upsert the entry and
+ *	  supersede failed entries.
  *
  *-------------------------------------------------------------------------
  */
