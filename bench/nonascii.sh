@@ -14,17 +14,20 @@
 # and reply_delay_ms=DELAY_MS (the reference server's ~7.9 ms reply cadence):
 #   alone   kairoi.non_ascii_write_limit = 0: every non-ASCII request alone,
 #           one round trip each (the behaviour before packing);
-#   packed  the default limit (1400 bytes).
+#   packed  the default limit (1400 bytes);
+#   raw     the baseline: bench/raw_client.py writes RAW_PER_WRITE SETs of
+#           the same shape ('ジョブ-r<run>-<n>') in one write when nothing is in
+#           flight (--drain), re-arming TCP_QUICKACK after each read.
 # Each round commits JOBS_<mode> jobs 'ジョブ-<run>-<g>-é' in one statement
 # and times from the commit until the server stores them all; requests per
 # write = jobs / the server's reads (with nothing else in flight, each write
 # is one read).  Every delivered identifier is checked byte for byte.
-# Prints rates, requests per write and the ratio packed/alone (medians of
-# REPEAT rounds, with the spread); nothing is asserted on time. Ends with
+# Prints rates, requests per write and the ratios to alone and to raw
+# (medians of REPEAT rounds, with the spread); nothing is asserted on time. Ends with
 # "N passed, M failed" for the sanity checks.
 #
 # Environment: REPEAT (3), DELAY_MS (8), JOBS_ALONE (500), JOBS_PACKED
-# (10000), BENCH_RESULTS_DIR (if set: nonascii.tsv there, columns
+# (10000, also the raw client's count), RAW_PER_WRITE (28), BENCH_RESULTS_DIR (if set: nonascii.tsv there, columns
 # mode requests_per_write rate ratio; ratio against alone).
 set -u
 # shellcheck source=bench/lib.sh
@@ -35,6 +38,7 @@ REPEAT=${REPEAT:-3}
 DELAY_MS=${DELAY_MS:-8}
 JOBS_ALONE=${JOBS_ALONE:-500}
 JOBS_PACKED=${JOBS_PACKED:-10000}
+RAW_PER_WRITE=${RAW_PER_WRITE:-28}
 RUN=0
 
 server_count() {
@@ -48,6 +52,18 @@ set_limit() {
 	psql_at P postgres -c "ALTER SYSTEM SET kairoi.non_ascii_write_limit $value" \
 		-c "SELECT pg_reload_conf()" >/dev/null || broken "set the limit to $1"
 	sleep 1
+}
+
+# run_raw COUNT: the raw client's round; prints "rate requests_per_write"
+run_raw() {
+	local out
+	$KCTL --port "$S_CPORT" reset >/dev/null &&
+		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$DELAY_MS" >/dev/null || return 1
+	RUN=$((RUN + 1))
+	out=$($PYTHON "$BENCH/raw_client.py" --port "$S_PORT" --count "$1" --window "$RAW_PER_WRITE" \
+		--batch "$RAW_PER_WRITE" --drain --quickack --prefix "ジョブ-r$RUN-" --json) || return 1
+	echo "$(echo "$out" | $PYTHON -c "import json,sys; print('%.1f' % json.load(sys.stdin)['rate'])")" \
+		"$(fdiv "$1" "$(server_count reads)" %.1f)"
 }
 
 # run_mode MODE COUNT: one round; prints "rate requests_per_write"
@@ -85,15 +101,17 @@ wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
 declare -A RATES PER_WRITE
 TSV_ROWS=""
 for ((r = 0; r < REPEAT; r++)); do
-	for mode in alone packed; do
-		if [ "$mode" = alone ]; then
-			set_limit 0
-			count=$JOBS_ALONE
+	for mode in alone packed raw; do
+		case $mode in
+		alone) set_limit 0 && count=$JOBS_ALONE ;;
+		packed) set_limit DEFAULT && count=$JOBS_PACKED ;;
+		raw) count=$JOBS_PACKED ;;
+		esac
+		if [ "$mode" = raw ]; then
+			line=$(run_raw "$count") || broken "round $r, raw client"
 		else
-			set_limit DEFAULT
-			count=$JOBS_PACKED
+			line=$(run_mode "$mode" "$count") || broken "round $r, $mode"
 		fi
-		line=$(run_mode "$mode" "$count") || broken "round $r, $mode"
 		read -r rate per_write <<<"$line"
 		RATES[$mode]="${RATES[$mode]:-} $rate"
 		PER_WRITE[$mode]="${PER_WRITE[$mode]:-} $per_write"
@@ -103,16 +121,19 @@ done
 
 echo
 echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads --reference-replies (median of $REPEAT)"
-printf '%-8s %18s %12s %12s %12s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio
+printf '%-8s %18s %12s %12s %12s %8s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio "vs raw"
 base=$(median ${RATES[alone]})
-for mode in alone packed; do
+# shellcheck disable=SC2086
+raw=$(median ${RATES[raw]})
+for mode in alone packed raw; do
 	# shellcheck disable=SC2086
 	rate=$(median ${RATES[$mode]})
 	# shellcheck disable=SC2086
 	per_write=$(median ${PER_WRITE[$mode]})
 	# shellcheck disable=SC2086
-	printf '%-8s %18s %12.0f %12.0f %12.0f %8s\n' "$mode" "$per_write" "$rate" \
-		"$(minimum ${RATES[$mode]})" "$(maximum ${RATES[$mode]})" "$(fdiv "$rate" "$base")"
+	printf '%-8s %18s %12.0f %12.0f %12.0f %8s %8s\n' "$mode" "$per_write" "$rate" \
+		"$(minimum ${RATES[$mode]})" "$(maximum ${RATES[$mode]})" "$(fdiv "$rate" "$base")" \
+		"$(fdiv "$rate" "$raw")"
 	TSV_ROWS+="$mode	$per_write	$rate	$(fdiv "$rate" "$base")
 "
 done

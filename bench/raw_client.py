@@ -10,9 +10,14 @@ reported as a ratio of this one.
 
     python3 bench/raw_client.py --port P [--host H] [--count N] [--window W]
         [--batch B] [--prefix raw-] [--execution '2030-01-01 00:00:00'] [--json]
+        [--quickack] [--drain]
 
 --batch bounds how many requests are encoded into one write (default 500,
-like kairoi.batch_size). Prints `sent N ok N error N seconds S rate R/s`
+like kairoi.batch_size). --quickack re-arms TCP_QUICKACK after every read
+(like the worker: against the reference server's one-write-per-reply
+answers, delayed ACKs cost ~40 ms per burst). --drain writes the next batch
+only once everything in flight is answered (like the worker's packed
+non-ASCII writes; bench/nonascii.sh). Prints `sent N ok N error N seconds S rate R/s`
 (or one JSON object with --json). Python standard library only.
 """
 import argparse
@@ -35,7 +40,7 @@ def base36(n):
     return ''.join(reversed(out))
 
 
-def run(host, port, count, window, batch, prefix, execution):
+def run(host, port, count, window, batch, prefix, execution, quickack=False, drain=False):
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
@@ -51,6 +56,8 @@ def run(host, port, count, window, batch, prefix, execution):
     while ok + errors < count:
         # fill the window (encode at most `batch` requests per round)
         room = min(window - len(in_flight), count - next_job, batch)
+        if drain and in_flight:
+            room = 0
         if room > 0:
             lines = []
             for _ in range(room):
@@ -79,6 +86,8 @@ def run(host, port, count, window, batch, prefix, execution):
                 if not data:
                     raise SystemExit('server closed the connection after %d answers'
                                      % (ok + errors))
+                if quickack:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 inbuf += data
                 *lines, inbuf = inbuf.split(b'\n')
                 for line in lines:
@@ -105,8 +114,11 @@ def main():
     ap.add_argument('--prefix', default='raw-')
     ap.add_argument('--execution', default='2030-01-01 00:00:00')
     ap.add_argument('--json', action='store_true')
+    ap.add_argument('--quickack', action='store_true')
+    ap.add_argument('--drain', action='store_true')
     a = ap.parse_args()
-    r = run(a.host, a.port, a.count, max(1, a.window), max(1, a.batch), a.prefix, a.execution)
+    r = run(a.host, a.port, a.count, max(1, a.window), max(1, a.batch), a.prefix, a.execution,
+            a.quickack, a.drain)
     if a.json:
         print(json.dumps(r))
     else:
