@@ -54,6 +54,7 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "outbox.h"
 
 /* The columns of kairoi.outbox that the worker reads */
@@ -182,7 +183,7 @@ entry_is_due(TupleTableSlot *slot, const int *attnum, TimestampTz now)
 static Relation
 open_seq_index(Relation outbox, const int *attnum)
 {
-	Oid			index_oid = RelationGetPrimaryKeyIndex(outbox);
+	Oid			index_oid = kairoi_primary_key_index(outbox);
 	Relation	index;
 
 	if (!OidIsValid(index_oid))
@@ -220,7 +221,7 @@ outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
 
 	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(after));
-	scan = index_beginscan(outbox, seq_index, GetActiveSnapshot(), 1, 0);
+	scan = kairoi_index_beginscan(outbox, seq_index, GetActiveSnapshot(), 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	while (nfetched < limit &&
 		   index_getnext_slot(scan, ForwardScanDirection, slot))
