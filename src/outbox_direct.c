@@ -31,8 +31,9 @@
  *	  - Subtransactions and DDL: each call opens the table afresh under its
  *	    lock in the worker's own transaction and keeps nothing after it.
  *
- *	  Checked against ExecDelete and the index scan node of PostgreSQL 15,
- *	  17 and 18; what differs in spelling between versions is in compat.h.
+ *	  Checked against ExecDeleteAct and ExecIndexScan of PostgreSQL 15 and
+ *	  18 (17's headers declare the same calls); what differs in spelling
+ *	  between versions is in compat.h.
  *
  *-------------------------------------------------------------------------
  */
