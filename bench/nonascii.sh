@@ -122,6 +122,7 @@ done
 echo
 echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads --reference-replies (median of $REPEAT)"
 printf '%-8s %18s %12s %12s %12s %8s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio "vs raw"
+# shellcheck disable=SC2086
 base=$(median ${RATES[alone]})
 # shellcheck disable=SC2086
 raw=$(median ${RATES[raw]})
@@ -146,4 +147,5 @@ fi
 echo
 check "nothing left in the outbox" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
 check "nothing failed" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.failed')"
+check_outbox_invariants P postgres
 finish
