@@ -218,5 +218,6 @@ set_guc batch_size "$BATCH"
 echo
 check "nothing left in the outbox" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
 check "nothing failed" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.failed')"
+check_outbox_invariants P postgres
 echo "runtime ${SECONDS}s (benchmark $((SECONDS - started))s)"
 finish

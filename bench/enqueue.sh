@@ -413,6 +413,8 @@ for state in $SERVER_STATES; do
 	fi
 	echo "server $state:"
 	run_triggers "$state"
+	# concurrent clients wrote the outbox (and, up, the worker deleted)
+	check_outbox_invariants P postgres "server $state: after the runs"
 	if [ "$state" = up ]; then
 		# Everything the kairoi variants scheduled reaches the server
 		sql "SELECT kairoi_flush('300s')" >/dev/null
@@ -439,6 +441,7 @@ done
 kill_server S
 echo "set-based:"
 run_sets
+check_outbox_invariants P postgres "set-based: after the runs"
 
 for state in $SERVER_STATES; do
 	report_triggers "$state"

@@ -98,5 +98,6 @@ echo "backend_xmin of the flushing session during the drain: $(grep -c . "$work/
 	"distinct values: $(sort -u "$work/xmin" | grep . | tr '\n' ' ')"
 echo "slowdown with a waiting kairoi_flush: $(awk -v a="$flushed" -v b="$plain" 'BEGIN {printf "%.2f", a / b}')x"
 check "outbox empty" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
+check_outbox_invariants P postgres
 echo "runtime $((SECONDS - started))s"
 finish

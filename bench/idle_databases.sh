@@ -324,5 +324,6 @@ check "the measured database is served again" 1 \
 echo
 check "nothing left in the outbox" 0 "$(sql bench -c 'SELECT count(*) FROM kairoi.outbox')"
 check "nothing failed" 0 "$(sql bench -c 'SELECT count(*) FROM kairoi.failed')"
+check_outbox_invariants P bench
 echo "runtime $((SECONDS - started))s"
 finish

@@ -121,5 +121,6 @@ echo
 psql_at P postgres -c "SELECT kairoi_flush('30s')" >/dev/null || broken "final flush"
 check "nothing left in the outbox" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
 check "nothing failed" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.failed')"
+check_outbox_invariants P postgres
 echo "runtime $((SECONDS - started))s"
 finish

@@ -101,6 +101,7 @@ echo "growth after - before: VmRSS $(mb $((rss1 - rss0))) MB, VmHWM $(mb $((hwm1
 check "all jobs on the server" "$MEMORY_JOBS" "$stored"
 check "outbox empty" 0 "$(psql_at P postgres -c 'SELECT count(*) FROM kairoi.outbox')"
 check "same worker throughout" "$wpid" "$(worker_pid P postgres)"
+check_outbox_invariants P postgres
 bound=$((MEMORY_BOUND_MB * 1024))
 if [ $((anon1 - anon0)) -le "$bound" ]; then
 	pass "RssAnon growth $(mb $((anon1 - anon0))) MB <= $MEMORY_BOUND_MB MB"

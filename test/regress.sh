@@ -60,6 +60,8 @@ run_suite() {
 
 run_suite "$PG_REGRESS" results $(make -s print-REGRESS)
 run_suite "$PG_ISOLATION_REGRESS" output_iso $(make -s print-ISOLATION)
+# what the regression tests and the concurrent isolation specs left
+check_outbox_invariants PG "$DB" "$DB (after the regression and isolation suites)"
 
 stop_postgres PG fast
 finish

@@ -253,5 +253,11 @@ done
 check "h: S1 after a worker's SIGKILL" "ak:1000 fk:1000" "$(server_jobs "$S1_CPORT" ak fk)"
 check "h: no worker in d, ever" 0 "$(workers_in d)"
 
+# after several workers and crash restarts: every database with kairoi
+for db in $(sql postgres -c "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1"); do
+	[ "$(sql "$db" -c "SELECT count(*) FROM pg_extension WHERE extname = 'kairoi'")" = 1 ] &&
+		check_outbox_invariants PG "$db"
+done
+
 stop_postgres PG fast
 finish

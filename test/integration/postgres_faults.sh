@@ -118,6 +118,7 @@ check "a: after COMMIT PREPARED (no commit wake-up: the safety poll) every commi
 	"expected=2001 matching=2001 wrong=0 missing=0 extra=0" \
 	"$($VERIFY --port "$SRV_CPORT" --prefix a- --expect "1:2000:1:2031-01-01 00:00:00" --id 'a-prepared=2031-06-01 00:00:00' --wait 60)"
 check_outbox_empty a
+check_outbox_invariants PG "$DB" "a (after the immediate stop)"
 
 # ---------------------------------------------------------------------------
 # b. The worker killed with SIGKILL
@@ -169,6 +170,7 @@ else
 fi
 verify "b: every job pending at the termination on the server with its time" b2- 1 1000 '2032-06-01 00:00:00'
 check_outbox_empty "b (terminated)"
+check_outbox_invariants PG "$DB" "b (after the crash restart)"
 
 # ---------------------------------------------------------------------------
 # c. Row locks held by an application for 30 s do not stall delivery
@@ -443,6 +445,7 @@ shutdown_while_stalled() {
 }
 shutdown_while_stalled fast f- '2035-01-01 00:00:00'
 shutdown_while_stalled smart f2- '2035-06-01 00:00:00'
+check_outbox_invariants PG "$DB" "f (after fast and smart shutdowns)"
 
 # ---------------------------------------------------------------------------
 # d. Streaming replica: nothing sent while standby, everything after promotion
@@ -485,6 +488,9 @@ check "d: no kairoi process on the standby" 0 \
 # intervals (kairoi.poll_interval = 1 s) to connect
 sleep 3
 check "d: the replica's server got no connection while standby" 0 "$(server_field "$SRV2_CPORT" accepted)"
+# amcheck was created on the primary (a) and replicated
+check_outbox_invariants R "$DB" "d (hot standby)"
+check_outbox_invariants PG "$DB" "d (primary)"
 stop_postgres PG immediate || fail "d: could not stop the primary"
 check "d: still no connection after the primary stopped" 0 "$(server_field "$SRV2_CPORT" accepted)"
 if as_postgres "$PGBIN/pg_ctl" -D "$R_DIR/data" -w -t 60 promote >/dev/null; then
@@ -496,6 +502,7 @@ SRV_CPORT_PRIMARY=$SRV_CPORT
 SRV_CPORT=$SRV2_CPORT verify "d: the promoted replica delivered every job with its time" d- 1 2000 '2036-01-01 00:00:00'
 check "d: exactly those 2000 on the replica's server" 2000 "$(server_field "$SRV2_CPORT" jobs)"
 check_outbox_empty d R
+check_outbox_invariants R "$DB" "d (promoted replica)"
 check "d: kairoi_status on the promoted replica" "connected 127.0.0.1:$SRV2_PORT" \
 	"$(psql_at R "$DB" -c "SELECT state || ' ' || server FROM kairoi_status()")"
 check "d: nothing of it reached the primary's server" \
@@ -529,6 +536,8 @@ fi
 check "g: the jobs committed after the termination delivered" "expected=500 matching=500 wrong=0 missing=0 extra=0" \
 	"$($VERIFY --port "$SRV2_CPORT" --prefix g- --expect "1:500:1:2037-01-01 00:00:00" --wait "$G_WAIT")"
 check "g: without a server restart" "$R_POSTMASTER" "$(head -1 "$R_DIR/data/postmaster.pid")"
+
+check_outbox_invariants R "$DB" "g (promoted replica, at the end)"
 
 echo "# runtime $((SECONDS - T_START)) s"
 finish

@@ -327,6 +327,7 @@ wait_for "worker up again" 60 worker_is_up PG $DB
 flush "5c: delivered after restarting PostgreSQL"
 verify_server "5c: every committed job on the server with its time"
 check_outbox_empty 5
+check_outbox_invariants PG "$DB" "5 (after the fast shutdown)"
 end_scenario
 
 # ---- 6. server answers ERROR for chosen identifiers ------------------------------------
@@ -513,6 +514,8 @@ flush "10: the dropped entries delivered after reconnecting"
 verify_server "10: every committed job on the server with its time"
 check_outbox_empty 10
 end_scenario
+
+check_outbox_invariants PG "$DB" "at the end"
 
 echo "# total $((SECONDS - SCRIPT_START)) s"
 finish

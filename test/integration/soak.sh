@@ -209,5 +209,9 @@ for db in "${DBS[@]}"; do
 	fi
 	check "$db: soak_compare.py agrees" 0 "$compare_rc"
 done
+# after concurrent writers and the worker's deletes: amcheck, no duplicate
+for db in "${DBS[@]}"; do
+	check_outbox_invariants P "$db"
+done
 echo "runtime $((SECONDS - started))s"
 finish
