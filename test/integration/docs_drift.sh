@@ -1,9 +1,14 @@
 #!/bin/bash
-# test/integration/docs_drift.sh: docs/operations.md must be what
-# scripts/gen-docs produces from docs/operations.md.in today: regenerates it
-# into a temporary file (real psql transcripts from a throwaway cluster) and
-# compares.  After changing the template or anything its transcripts show,
-# run scripts/gen-docs and commit docs/operations.md.
+# test/integration/docs_drift.sh: the docs say what is true now.
+# - docs/operations.md must be what scripts/gen-docs produces from
+#   docs/operations.md.in today: regenerates it into a temporary file (real
+#   psql transcripts from a throwaway cluster) and compares.  After changing
+#   the template or anything its transcripts show, run scripts/gen-docs and
+#   commit docs/operations.md.
+# - docs/reference.md names every function and view the installed
+#   extension defines and every kairoi.* setting the C sources define (the
+#   hidden ones of 1.0 included), and no kairoi_* or kairoi.* name that is
+#   none of these nor one of the extension's tables.
 set -u
 source "$(dirname "$0")/../lib.sh"
 
@@ -47,5 +52,50 @@ elif diff -u "$KAIROI_ROOT/docs/operations.md" "$OUT" >"$OUT.diff"; then
 else
 	fail "docs/operations.md differs from a fresh generation (run scripts/gen-docs):"
 	head -60 "$OUT.diff" | sed 's/^/# /'
+fi
+
+psql_at PG postgres -c "CREATE DATABASE reference" &&
+	psql_at PG reference -c "CREATE EXTENSION kairoi" >/dev/null || exit 1
+# name<TAB>what, one per line: what the reference must name, and what it
+# may name besides (the extension's tables)
+{
+	psql_at PG reference -F $'\t' -c "
+		SELECT p.proname, 'required' FROM pg_proc p
+		JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+		JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'kairoi'
+		WHERE d.deptype = 'e' AND p.pronamespace <> 'kairoi'::regnamespace
+		UNION
+		SELECT c.relname, 'required' FROM pg_class c
+		JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+		JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'kairoi'
+		WHERE d.deptype = 'e' AND c.relkind = 'v'
+		UNION
+		SELECT 'kairoi.' || c.relname, 'allowed' FROM pg_class c
+		WHERE c.relnamespace = 'kairoi'::regnamespace
+		UNION
+		SELECT name, 'required' FROM pg_settings WHERE name LIKE 'kairoi.%'"
+	# the settings pg_settings hides (1.0's, still accepted): every
+	# "kairoi.*", in the file that defines the settings
+	grep -ho '"kairoi\.[a-z_]*",' "$KAIROI_ROOT/src/kairoi.c" |
+		sed 's/[",]//g; s/$/\trequired/'
+} >"$RAW.names"
+$PYTHON - "$RAW.names" "$KAIROI_ROOT/docs/reference.md" >"$RAW.drift" <<'PY'
+import re, sys
+known = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip())
+# names, not file paths such as sql/kairoi_search_path.sql
+named = set(re.findall(r"(?<![/\w])kairoi(?:_[a-z_]+|\.[a-z_]+)(?!\.sql)",
+                       open(sys.argv[2]).read()))
+for name in sorted(n for n, what in known.items() if what == "required" and n not in named):
+    print("does not name " + name)
+for name in sorted(named - set(known)):
+    print("names " + name + ", which the extension does not define")
+PY
+if [ "$(awk -F'\t' '$2 == "required"' "$RAW.names" | wc -l)" -lt 20 ]; then
+	fail "too few functions, views and settings found to check docs/reference.md"
+elif [ -s "$RAW.drift" ]; then
+	fail "docs/reference.md is out of step with the extension:"
+	sed 's/^/# docs\/reference.md /' "$RAW.drift"
+else
+	pass "docs/reference.md names each function, view and setting, and nothing else"
 fi
 finish
