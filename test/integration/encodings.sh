@@ -13,7 +13,8 @@
 #      one write by a raw client, they are corrupted
 #   e. execution time boundaries and rounding up
 #   f. protocol injection through every argument position
-#   g. argument size limit (65535 bytes of UTF-8)
+#   g. argument size limit (65535 bytes of UTF-8; identifiers 2688 bytes
+#      in the database encoding, what the outbox's index holds)
 # One cluster; the worker is moved from database to database with ALTER
 # SYSTEM SET kairoi.database (the launcher replaces it).
 # Prints "N passed, M failed".
@@ -112,12 +113,20 @@ check "a: amqp rule arrives as UTF-8" ok \
 check "a: no mis-encoded copy (e.g. double-encoded UTF-8) on the server" "6 2" \
 	"$($KCTL --port "$SRV_CPORT" counts | $PYTHON -c 'import json,sys; c=json.load(sys.stdin); print(c["jobs"], c["rules"])')"
 # 32768 LATIN1 bytes are 65536 bytes of UTF-8: over the limit
-check "a: 32768 × 'é' (32768 bytes in LATIN1, 65536 in UTF-8) rejected" 54000 \
-	"$(sqlstate latin1db "SELECT kairoi_job_set(repeat('é', 32768), '2030-01-01 00:00:00+00')")"
-check "a: 32767 × 'é' + 'x' (65535 bytes of UTF-8) accepted" none \
-	"$(sqlstate latin1db "SELECT kairoi_job_set(repeat('é', 32767) || 'x', '2030-01-01 00:00:07+00')")"
+check "a: a pattern of 32768 × 'é' (32768 bytes in LATIN1, 65536 in UTF-8) rejected" 54000 \
+	"$(sqlstate latin1db "SELECT kairoi_rule_set_shell('r', repeat('é', 32768), '/bin/true')")"
+check "a: a script of 32767 × 'é' + 'x' (65535 bytes of UTF-8) accepted" none \
+	"$(sqlstate latin1db "SELECT kairoi_rule_set_shell('long script', 'p', repeat('é', 32767) || 'x')")"
+# identifiers are bounded in the database's bytes: 2688 LATIN1 bytes are
+# 5376 bytes of UTF-8
+check "a: an identifier of 2689 × 'é' (2689 bytes in LATIN1) rejected" 54000 \
+	"$(sqlstate latin1db "SELECT kairoi_job_set(repeat('é', 2689), '2030-01-01 00:00:00+00')")"
+check "a: an identifier of 2688 × 'é' (2688 bytes in LATIN1, 5376 in UTF-8) accepted" none \
+	"$(sqlstate latin1db "SELECT kairoi_job_set(repeat('é', 2688), '2030-01-01 00:00:07+00')")"
 flush latin1db
-check_job "a: the 65535-byte UTF-8 identifier arrives intact" "$SRV_CPORT" "'é' * 32767 + 'x'" "2030-01-01 00:00:07"
+check "a: the 65535-byte UTF-8 script arrives intact" ok \
+	"$($TOOL check-rule --port "$SRV_CPORT" --id-expr "'long script'" --args-expr "['p', 'shell', 'é' * 32767 + 'x']")"
+check_job "a: the identifier of 2688 × 'é' arrives intact" "$SRV_CPORT" "'é' * 2688" "2030-01-01 00:00:07"
 check "a: outbox empty" 0 "$(outbox_count latin1db)"
 echo "# a: LATIN1 has no character without a Unicode equivalent: see c for an unconvertible one"
 
@@ -378,22 +387,22 @@ check "f: outbox empty" 0 "$(outbox_count utf8db)"
 # ---------------------------------------------------------------------------
 echo "# g. argument sizes"
 $KCTL --port "$SRV_CPORT" reset >/dev/null
-check "g: 65535 ASCII bytes accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('x', 65535), '2030-01-01 00:00:01+00')")"
-check "g: 65536 ASCII bytes rejected (54000)" 54000 \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('y', 65536), '2030-01-01 00:00:01+00')")"
-check "g: 65535 bytes of UTF-8 (32767 × é + x) accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('é', 32767) || 'x', '2030-01-01 00:00:02+00')")"
-check "g: 65536 bytes of UTF-8 (32768 × é) rejected (54000)" 54000 \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('é', 32768), '2030-01-01 00:00:02+00')")"
-check "g: 65535 bytes of 4-byte characters and ASCII accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('🎉', 16383) || 'abc', '2030-01-01 00:00:03+00')")"
-check "g: 65535 double quotes (131072 bytes once escaped) accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('\"', 65535), '2030-01-01 00:00:04+00')")"
-check "g: 65535 backslashes accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat(E'\\\\', 65535), '2030-01-01 00:00:05+00')")"
-check "g: a rule with five 65535-byte arguments accepted" none \
-	"$(sqlstate utf8db "SELECT kairoi_rule_set_amqp(repeat('\"', 65535), repeat('p', 65535), repeat(' ', 65535), repeat(E'\\\\', 65535), repeat(E'\\n', 65535))")"
+check "g: an identifier of 2688 ASCII bytes accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('x', 2688), '2030-01-01 00:00:01+00')")"
+check "g: an identifier of 2689 ASCII bytes rejected (54000)" 54000 \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('y', 2689), '2030-01-01 00:00:01+00')")"
+check "g: an identifier of 2688 bytes of UTF-8 (1344 × é) accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('é', 1344), '2030-01-01 00:00:02+00')")"
+check "g: an identifier of 2690 bytes of UTF-8 (1345 × é) rejected (54000)" 54000 \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('é', 1345), '2030-01-01 00:00:02+00')")"
+check "g: an identifier of 2688 bytes of 4-byte characters accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('🎉', 672), '2030-01-01 00:00:03+00')")"
+check "g: an identifier of 2688 double quotes (5378 bytes once quoted) accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat('\"', 2688), '2030-01-01 00:00:04+00')")"
+check "g: an identifier of 2688 backslashes accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_job_set(repeat(E'\\\\', 2688), '2030-01-01 00:00:05+00')")"
+check "g: a rule with four 65535-byte arguments accepted" none \
+	"$(sqlstate utf8db "SELECT kairoi_rule_set_amqp(repeat('\"', 2688), repeat('p', 65535), repeat(' ', 65535), repeat(E'\\\\', 65535), repeat(E'\\n', 65535))")"
 check "g: a 65536-byte pattern rejected (54000)" 54000 \
 	"$(sqlstate utf8db "SELECT kairoi_rule_set_shell('r', repeat('p', 65536), '/bin/true')")"
 check "g: a 65536-byte script rejected (54000)" 54000 \
@@ -401,13 +410,13 @@ check "g: a 65536-byte script rejected (54000)" 54000 \
 check "g: a 65536-byte routing key rejected (54000)" 54000 \
 	"$(sqlstate utf8db "SELECT kairoi_rule_set_amqp('r', 'p', 'd', 'e', repeat('k', 65536))")"
 flush utf8db
-check_job "g: 65535 ASCII bytes arrive intact" "$SRV_CPORT" "'x' * 65535" "2030-01-01 00:00:01"
-check_job "g: 65535 bytes of UTF-8 arrive intact" "$SRV_CPORT" "'é' * 32767 + 'x'" "2030-01-01 00:00:02"
-check_job "g: 65535 bytes of 4-byte characters arrive intact" "$SRV_CPORT" "'🎉' * 16383 + 'abc'" "2030-01-01 00:00:03"
-check_job "g: 65535 double quotes arrive intact" "$SRV_CPORT" "'\"' * 65535" "2030-01-01 00:00:04"
-check_job "g: 65535 backslashes arrive intact" "$SRV_CPORT" "'\\\\' * 65535" "2030-01-01 00:00:05"
-check "g: the rule with five 65535-byte arguments arrives intact" ok \
-	"$($TOOL check-rule --port "$SRV_CPORT" --id-expr "'\"' * 65535" \
+check_job "g: 2688 ASCII bytes arrive intact" "$SRV_CPORT" "'x' * 2688" "2030-01-01 00:00:01"
+check_job "g: 2688 bytes of UTF-8 arrive intact" "$SRV_CPORT" "'é' * 1344" "2030-01-01 00:00:02"
+check_job "g: 2688 bytes of 4-byte characters arrive intact" "$SRV_CPORT" "'🎉' * 672" "2030-01-01 00:00:03"
+check_job "g: 2688 double quotes arrive intact" "$SRV_CPORT" "'\"' * 2688" "2030-01-01 00:00:04"
+check_job "g: 2688 backslashes arrive intact" "$SRV_CPORT" "'\\\\' * 2688" "2030-01-01 00:00:05"
+check "g: the rule with four 65535-byte arguments arrives intact" ok \
+	"$($TOOL check-rule --port "$SRV_CPORT" --id-expr "'\"' * 2688" \
 		--args-expr "['p' * 65535, 'amqp', ' ' * 65535, '\\\\' * 65535, '\\n' * 65535]")"
 check "g: nothing rejected reached the server" "5 1" \
 	"$($KCTL --port "$SRV_CPORT" counts | $PYTHON -c 'import json,sys; c=json.load(sys.stdin); print(c["jobs"], c["rules"])')"
