@@ -138,6 +138,7 @@ class Shared:
         self.ops_rolled_back = collections.Counter()
         self.step_errors = collections.Counter()  # (category, outcome) -> n
         self.outcomes = collections.Counter()     # transaction outcomes
+        self.isolation = collections.Counter()    # (level, committed?) -> n
         self.unexpected = []                      # (category, sqlstate, message)
         self.transactions = 0
         self.fresh = 0                            # see Session.fresh_id
@@ -605,6 +606,7 @@ class Session(threading.Thread):
         with self.shared.lock:
             self.shared.transactions += 1
             self.shared.outcomes[outcome] += 1
+            self.shared.isolation[(iso, outcome.startswith('committed'))] += 1
             if outcome not in ('committed', 'committed (2PC)', 'rolled back',
                                'rolled back (2PC)', 'rolled back after a provoked error'):
                 self.shared.step_errors[(category or 'begin', outcome)] += 1
@@ -700,6 +702,10 @@ def report(shared, seed, elapsed):
     print('# transaction outcomes:')
     for outcome, n in sorted(shared.outcomes.items(), key=lambda x: -x[1]):
         print('#   %-40s %7d' % (outcome, n))
+    print('# isolation levels: transactions, committed')
+    for iso in ('READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'):
+        print('#   %-32s %7d %7d' % (iso, shared.isolation[(iso, True)] + shared.isolation[(iso, False)],
+                                      shared.isolation[(iso, True)]))
     print('# operations per category: run, in committed transactions, in rolled-back ones')
     for c in sorted(shared.ops):
         print('#   %-32s %7d %7d %7d' % (c, shared.ops[c], shared.ops_committed[c],
