@@ -205,9 +205,13 @@ class Session(threading.Thread):
     def fresh_id(self):
         """A new identifier that other sessions are likely to insert too,
         at about the same time: first insertions of one key collide."""
-        if self.rng.random() < 0.15:
-            self.shared.fresh += 1
+        self.fresh_used.add(self.shared.fresh)
         return 'f%d' % self.shared.fresh
+
+    def committed(self):
+        # the next contended identifier is one nobody committed yet
+        if self.shared.fresh in self.fresh_used:
+            self.shared.fresh += 1
 
     def op_contended(self):
         """The first schedule of a new identifier that the other sessions
@@ -296,7 +300,7 @@ class Session(threading.Thread):
 
     def plain_op(self):
         r = self.rng.random()
-        if r < 0.15:
+        if r < 0.25:
             return self.op_contended()
         if r < 0.35:
             return self.op_job()
@@ -340,8 +344,8 @@ class Session(threading.Thread):
         self.count_op(op.category)
         if op.category == 'job_set_contended':
             # keep it a moment, then often give up: its waiters race
-            time.sleep(self.rng.uniform(0.002, 0.03))
-            if self.rng.random() < 0.4:
+            time.sleep(self.rng.uniform(0.005, 0.05))
+            if self.rng.random() < 0.5:
                 self.provoke_error()
 
     def run_block(self, category, body_ops, handler_ops=(), after_ops=(),
@@ -548,6 +552,7 @@ class Session(threading.Thread):
     def transaction(self):
         self.ops_in_tx = []
         self.current = None
+        self.fresh_used = set()
         outcome = None
         category = None
         iso = self.rng.choices(['READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'],
@@ -566,6 +571,7 @@ class Session(threading.Thread):
             if end < 0.65:
                 category = 'commit'
                 self.ex('COMMIT')
+                self.committed()
                 outcome = 'committed'
             elif end < 0.8:
                 self.ex('ROLLBACK')
@@ -578,6 +584,7 @@ class Session(threading.Thread):
                     time.sleep(self.rng.uniform(0.0, 0.05))   # others wait on it
                 if self.rng.random() < 0.7:
                     self.ex("COMMIT PREPARED %s", (gid,))
+                    self.committed()
                     outcome = 'committed (2PC)'
                 else:
                     self.ex("ROLLBACK PREPARED %s", (gid,))
@@ -595,7 +602,8 @@ class Session(threading.Thread):
                 outcome = 'unexpected error'
                 with self.shared.lock:
                     self.shared.unexpected.append(
-                        (self.name, code, str(e).strip().splitlines()[0] if str(e) else repr(e)))
+                        (self.name, category, code,
+                         str(e).strip().splitlines()[0] if str(e) else repr(e)))
             if self.connection_alive():
                 try:
                     self.ex('ROLLBACK')
@@ -757,8 +765,12 @@ def main():
         failures.append('sessions')
     if shared.unexpected:
         print('not ok - no unexpected error: %d, first ones:' % len(shared.unexpected))
-        for name, code, msg in shared.unexpected[:15]:
-            print('#   %s: %s %s' % (name, code, msg))
+        for name, category, code, msg in shared.unexpected[:10]:
+            print('#   %s, %s: %s %s' % (name, category, code, msg))
+        print('# unexpected errors per category of the step that met them, and SQLSTATE:')
+        kinds = collections.Counter((c, code) for _, c, code, _ in shared.unexpected)
+        for (c, code), n in sorted(kinds.items(), key=str):
+            print('#   %-32s %-6s %6d' % (c, code, n))
         failures.append('unexpected')
     else:
         print('ok - no unexpected error')
