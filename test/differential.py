@@ -41,6 +41,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 
 import psycopg2
 import psycopg2.extensions
@@ -632,8 +633,7 @@ class Session(threading.Thread):
                 self.transaction()
                 done += 1
             self.conn.close()
-        except Exception as e:      # noqa: BLE001 - reported as a failure
-            import traceback
+        except Exception:           # reported as a failure
             self.crashed = traceback.format_exc()
 
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # test/invariants.sh: the structural invariants of kairoi's tables, checked
 # at the end of every test that writes concurrently, crashes or restarts
 # (sourced by test/lib.sh).

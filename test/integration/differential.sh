@@ -67,8 +67,11 @@ half=$((DIFF_SECONDS / 2))
 # 1. a worker that cannot deliver: kairoi.server is a port nobody listens on
 start_cluster W "$(free_port)" "$SETTINGS" || { fail "start PostgreSQL (preloaded)"; finish; exit 1; }
 run_differential W "preloaded, server unreachable" "$half" "$DIFF_SEED"
-worker_is_up W diff && pass "preloaded: the worker still runs" ||
+if worker_is_up W diff; then
+	pass "preloaded: the worker still runs"
+else
 	fail "preloaded: the worker still runs"
+fi
 stop_postgres W fast
 
 # 2. no worker at all
