@@ -107,6 +107,12 @@ pipeline_rewind(Pipeline *p, int64 seq)
 	p->maybe_pending = true;
 }
 
+bool
+pipeline_has_room(const Pipeline *p)
+{
+	return !p->draining && p->n_in_flight < kairoi_max_in_flight;
+}
+
 void
 pipeline_forget_answers(Pipeline *p)
 {
@@ -359,7 +365,8 @@ send_entry(Pipeline *p, KairoiConnection *conn, const OutboxEntry *entry,
 static int
 fetch_limit(Pipeline *p)
 {
-	int			limit = Min(kairoi_batch_size, kairoi_max_in_flight - p->n_in_flight);
+	int			limit = Min(kairoi_batch_size,
+							kairoi_max_in_flight - p->n_in_flight);
 
 	if (p->last_single_write > 0)
 		limit = Min(limit, 2 * p->last_single_write + 1);

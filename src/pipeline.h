@@ -65,6 +65,9 @@ extern void pipeline_rewind(Pipeline *p, int64 seq);
 /* The connection is gone: forget what is in flight, read everything again */
 extern void pipeline_forget_in_flight(Pipeline *p);
 
+/* Room in the window (kairoi.max_in_flight), and not draining */
+extern bool pipeline_has_room(const Pipeline *p);
+
 /* Answers applied to the outbox: forget them */
 extern void pipeline_forget_answers(Pipeline *p);
 

@@ -93,6 +93,7 @@ time_to_next_deadline(Worker *w)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz deadline = w->next_poll;
+	TimestampTz last_progress = w->pipeline.last_progress;
 
 	if (w->idle_closed)
 		;						/* a commit or the poll reopens it */
@@ -104,7 +105,7 @@ time_to_next_deadline(Worker *w)
 		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->connect_started,
 															 kairoi_connect_timeout_ms));
 	else if (w->pipeline.n_in_flight > 0)
-		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->pipeline.last_progress,
+		deadline = Min(deadline, TimestampTzPlusMilliseconds(last_progress,
 															 kairoi_request_timeout_ms));
 	else if (w->idle_since != 0)
 		deadline = Min(deadline, TimestampTzPlusMilliseconds(w->idle_since,
@@ -139,7 +140,7 @@ commit_gives_work(Worker *w)
 	if (w->idle_closed)
 		return true;
 	return connection_is_open(&w->conn) && !w->conn.connecting &&
-		!w->pipeline.draining && w->pipeline.n_in_flight < kairoi_max_in_flight &&
+		pipeline_has_room(&w->pipeline) &&
 		GetCurrentTimestamp() >= w->database_retry;
 }
 
@@ -218,7 +219,7 @@ tick(Worker *w)
 		pipeline_rewind(&w->pipeline, 0);
 		w->next_poll = TimestampTzPlusMilliseconds(now, kairoi_poll_interval_ms);
 		if (now >= w->database_retry)
-			worker_count_outbox(w);
+			worker_run_transaction(w, worker_count_outbox, "count the outbox");
 	}
 	if (w->next_retry != 0 && now >= w->next_retry)
 	{

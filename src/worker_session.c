@@ -174,8 +174,8 @@ worker_reload_configuration(Worker *w)
 bool
 worker_can_send_more(Worker *w, TimestampTz now)
 {
-	return w->pipeline.maybe_pending && !w->pipeline.draining &&
-		w->pipeline.n_in_flight < kairoi_max_in_flight && now >= w->database_retry;
+	return w->pipeline.maybe_pending && pipeline_has_room(&w->pipeline) &&
+		now >= w->database_retry;
 }
 
 /* Work on an open connection; false if it failed and was dropped */
@@ -224,13 +224,14 @@ worker_exchange(Worker *w, int wait_events)
 	drained = drained && !w->pipeline.single_write_in_flight;
 	if (received && drained && worker_can_send_more(w, now))
 	{
-		worker_fetch_and_send(w);
+		worker_run_transaction(w, worker_fetch_and_send, "read the outbox");
 		written = connection_flush(&w->conn);
 	}
 	if (w->pipeline.acknowledged.count + w->pipeline.rejected.count > 0 &&
 		!(received && w->pipeline.single_write_in_flight))
 	{
-		worker_apply_answers(w);
+		worker_run_transaction(w, worker_apply_answers,
+							   "apply Kairoi server answers");
 		pipeline_forget_answers(&w->pipeline);
 		ConditionVariableBroadcast(&kairoi_shared->progress_cv);
 	}
@@ -241,7 +242,7 @@ worker_exchange(Worker *w, int wait_events)
 	}
 
 	if (worker_can_send_more(w, now))
-		worker_fetch_and_send(w);
+		worker_run_transaction(w, worker_fetch_and_send, "read the outbox");
 
 	if (!written || !connection_flush(&w->conn))
 	{
@@ -264,8 +265,9 @@ worker_exchange(Worker *w, int wait_events)
 static bool
 has_nothing_to_do(Worker *w)
 {
-	return !w->conn.connecting && w->pipeline.n_in_flight == 0 && !w->pipeline.maybe_pending &&
-		w->next_retry == 0 && connection_unsent(&w->conn) == 0;
+	return !w->conn.connecting && w->pipeline.n_in_flight == 0 &&
+		!w->pipeline.maybe_pending && w->next_retry == 0 &&
+		connection_unsent(&w->conn) == 0;
 }
 
 /*
@@ -287,7 +289,7 @@ worker_close_if_idle(Worker *w)
 	if (!TimestampDifferenceExceeds(w->idle_since, now, kairoi_idle_timeout_ms))
 		return;
 
-	if (!worker_check_outbox(w) ||
+	if (!worker_run_transaction(w, worker_check_outbox, "look at the outbox") ||
 		w->outbox_has_entries)
 	{
 		w->idle_since = now;
@@ -318,7 +320,7 @@ worker_open_connection_if_due(Worker *w)
 		if (!w->pipeline.maybe_pending || now < w->database_retry)
 			return;
 		w->pipeline.maybe_pending = false;
-		if (!worker_check_outbox(w) ||
+		if (!worker_run_transaction(w, worker_check_outbox, "look at the outbox") ||
 			!w->outbox_has_entries)
 			return;
 		w->idle_closed = false;

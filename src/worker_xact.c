@@ -30,8 +30,6 @@
 #include "worker_internal.h"
 #include "worker_xact.h"
 
-typedef void (*TransactionBody) (Worker *w);
-
 static void
 log_leaving(const char *datname)
 {
@@ -65,8 +63,8 @@ exit_if_extension_dropped(void)
  * transaction rolled back and database work paused until the next poll:
  * nothing is lost, since rows leave the outbox only by a committed delete.
  */
-static bool
-run_transaction(Worker *w, TransactionBody body, const char *what)
+bool
+worker_run_transaction(Worker *w, WorkerTransactionBody body, const char *what)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -106,21 +104,23 @@ run_transaction(Worker *w, TransactionBody body, const char *what)
 	return ok;
 }
 
-static void
-apply_answers(Worker *w)
+void
+worker_apply_answers(Worker *w)
 {
+	AnswerList *acknowledged = &w->pipeline.acknowledged;
+	AnswerList *rejected = &w->pipeline.rejected;
 	int			moved = 0;
 
-	if (w->pipeline.acknowledged.count > 0)
+	if (acknowledged->count > 0)
 	{
-		int			n = w->pipeline.acknowledged.count;
+		int			n = acknowledged->count;
 		ItemPointerData *tids = palloc(n * sizeof(ItemPointerData));
 		int64	   *versions = palloc(n * sizeof(int64));
 
 		for (int i = 0; i < n; i++)
 		{
-			tids[i] = w->pipeline.acknowledged.items[i].tid;
-			versions[i] = w->pipeline.acknowledged.items[i].version;
+			tids[i] = acknowledged->items[i].tid;
+			versions[i] = acknowledged->items[i].version;
 		}
 
 		/*
@@ -128,16 +128,17 @@ apply_answers(Worker *w)
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
-		kairoi_count_acknowledged(MyKairoiSlot, outbox_delete_acknowledged(tids, versions, n));
+		kairoi_count_acknowledged(MyKairoiSlot,
+								  outbox_delete_acknowledged(tids, versions, n));
 	}
-	for (int i = 0; i < w->pipeline.rejected.count; i++)
+	for (int i = 0; i < rejected->count; i++)
 	{
 		char		reason[128];
 
 		snprintf(reason, sizeof(reason),
 				 "the Kairoi server at %s answered ERROR", w->server);
-		if (outbox_record_rejection(w->pipeline.rejected.items[i].seq,
-									w->pipeline.rejected.items[i].version, reason))
+		if (outbox_record_rejection(rejected->items[i].seq,
+									rejected->items[i].version, reason))
 			moved++;
 	}
 	if (moved > 0)
@@ -145,53 +146,29 @@ apply_answers(Worker *w)
 				(errmsg("kairoi: moved %d entries to kairoi_failed after %d answers of ERROR each",
 						moved, kairoi_max_attempts),
 				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
-	if (w->pipeline.rejected.count > 0)
+	if (rejected->count > 0)
 	{
 		kairoi_set_last_error(MyKairoiSlot, "the Kairoi server answered ERROR");
 		w->next_retry = outbox_next_retry_at();
 	}
 }
 
-static void
-fetch_and_send(Worker *w)
+void
+worker_fetch_and_send(Worker *w)
 {
 	pipeline_fetch_and_send(&w->pipeline, &w->conn);
 }
 
-static void
-check_outbox(Worker *w)
+void
+worker_check_outbox(Worker *w)
 {
 	w->outbox_has_entries = outbox_has_entries();
 }
 
-static void
-count_outbox(Worker *w)
-{
-	kairoi_publish_pending(MyKairoiSlot, outbox_count_entries());
-}
-
-bool
-worker_fetch_and_send(Worker *w)
-{
-	return run_transaction(w, fetch_and_send, "read the outbox");
-}
-
-bool
-worker_apply_answers(Worker *w)
-{
-	return run_transaction(w, apply_answers, "apply Kairoi server answers");
-}
-
-bool
-worker_check_outbox(Worker *w)
-{
-	return run_transaction(w, check_outbox, "look at the outbox");
-}
-
-bool
+void
 worker_count_outbox(Worker *w)
 {
-	return run_transaction(w, count_outbox, "count the outbox");
+	kairoi_publish_pending(MyKairoiSlot, outbox_count_entries());
 }
 
 /*

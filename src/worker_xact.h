@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * worker_xact.h
- *	  The delivery worker's database work (worker_xact.c).  Each function
- *	  that returns bool runs one transaction and returns false if it failed
- *	  (logged, published, and database work paused until the next poll).
+ *	  The delivery worker's database work (worker_xact.c): the steps it
+ *	  runs each in a transaction, and the decisions that rest on the
+ *	  extension being there.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,17 +12,27 @@
 
 #include "worker_internal.h"
 
-/* Read due entries and queue their requests on the connection */
-extern bool worker_fetch_and_send(Worker *w);
+typedef void (*WorkerTransactionBody) (Worker *w);
 
-/* Delete acknowledged entries, count the attempts of rejected ones */
-extern bool worker_apply_answers(Worker *w);
+/*
+ * Run body in a transaction; what says what it does, in the log and in
+ * pg_stat_activity.  False if it failed (logged, published, and database
+ * work paused until the next poll).
+ */
+extern bool worker_run_transaction(Worker *w, WorkerTransactionBody body,
+								   const char *what);
 
-/* Set w->outbox_has_entries */
-extern bool worker_check_outbox(Worker *w);
+/* Bodies: read due entries and queue their requests on the connection */
+extern void worker_fetch_and_send(Worker *w);
 
-/* Publish the number of outbox rows */
-extern bool worker_count_outbox(Worker *w);
+/* delete acknowledged entries, count the attempts of rejected ones */
+extern void worker_apply_answers(Worker *w);
+
+/* set w->outbox_has_entries */
+extern void worker_check_outbox(Worker *w);
+
+/* publish the number of outbox rows */
+extern void worker_count_outbox(Worker *w);
 
 /* Exit if asked to restart (or if the extension was dropped) */
 extern void worker_exit_if_restart_requested(void);
