@@ -30,7 +30,7 @@ typedef struct Worker
 	bool		ever_connected;
 	bool		idle_closed;	/* not connected: nothing to deliver */
 	TimestampTz idle_since;		/* connected with nothing to do, or 0 */
-	bool		outbox_has_entries; /* result of check_outbox */
+	bool		outbox_has_entries; /* result of worker_check_outbox */
 	TimestampTz connect_started;
 	TimestampTz reconnect_at;
 	TimestampTz next_poll;		/* safety poll of the outbox */

@@ -64,7 +64,8 @@ exit_if_extension_dropped(void)
  * nothing is lost, since rows leave the outbox only by a committed delete.
  */
 bool
-worker_run_transaction(Worker *w, WorkerTransactionBody body, const char *what)
+worker_run_transaction(Worker *w, WorkerTransactionBody body,
+					   const char *what)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	volatile bool ok = true;
