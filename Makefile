@@ -3,15 +3,22 @@
 MODULE_big = kairoi
 OBJS = \
 	src/admin.o \
+	src/at_commit.o \
 	src/connection.o \
-	src/kairoi.o \
+	src/guc.o \
+	src/init.o \
 	src/kcp.o \
 	src/launcher.o \
 	src/outbox.o \
 	src/outbox_direct.o \
+	src/pipeline.o \
+	src/shmem.o \
 	src/sql_api.o \
 	src/trigger.o \
-	src/worker.o
+	src/utility.o \
+	src/worker.o \
+	src/worker_session.o \
+	src/worker_xact.o
 
 EXTENSION = kairoi
 DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql

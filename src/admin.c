@@ -24,7 +24,9 @@
 #include "utils/tuplestore.h"
 #include "utils/wait_event.h"
 
-#include "kairoi.h"
+#include "at_commit.h"
+#include "guc.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(kairoi_status);
 PG_FUNCTION_INFO_V1(kairoi_workers);

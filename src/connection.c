@@ -199,23 +199,16 @@ connection_is_open(const KairoiConnection *conn)
 	return conn->sock != PGINVALID_SOCKET;
 }
 
-size_t
-connection_queue_request(KairoiConnection *conn, const char *request_id,
-						 const KcpArgument *args, int nargs)
+void
+connection_queue_bytes(KairoiConnection *conn, const char *data, size_t len)
 {
-	size_t		size = kcp_request_size(request_id, args, nargs);
-
 	/* Compact: drop what was written before growing the buffer */
 	if (conn->outpos > 0 && conn->outpos == conn->outbuf.len)
 	{
 		resetStringInfo(&conn->outbuf);
 		conn->outpos = 0;
 	}
-	enlargeStringInfo(&conn->outbuf, (int) size);
-	conn->outbuf.len += (int) kcp_encode_request(conn->outbuf.data + conn->outbuf.len,
-												 request_id, args, nargs);
-	conn->outbuf.data[conn->outbuf.len] = '\0';
-	return size;
+	appendBinaryStringInfo(&conn->outbuf, data, (int) len);
 }
 
 void

@@ -51,10 +51,9 @@ extern void connection_close(KairoiConnection *conn);
 
 extern bool connection_is_open(const KairoiConnection *conn);
 
-/* Append an encoded request to the output buffer; returns its size */
-extern size_t connection_queue_request(KairoiConnection *conn,
-									 const char *request_id,
-									 const KcpArgument *args, int nargs);
+/* Append encoded requests to the output buffer */
+extern void connection_queue_bytes(KairoiConnection *conn, const char *data,
+								   size_t len);
 
 /*
  * From now on, everything queued (the output buffer must be empty before

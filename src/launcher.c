@@ -14,7 +14,7 @@
  *	    and stays.  So databases without the extension cost one short
  *	    connection each when the launcher starts (or first sees them), then
  *	    nothing but their row in that scan.
- *	  - A database with a slot in shared memory (kairoi.h) has the
+ *	  - A database with a slot in shared memory (shmem.h) has the
  *	    extension: CREATE EXTENSION claims the slot at commit and wakes the
  *	    launcher, which starts the worker at once.  A worker that finds the
  *	    extension gone releases the slot and exits.
@@ -30,14 +30,6 @@
  *	  runs on a hot standby: the postmaster starts it on promotion, and the
  *	  workers then deliver what the replicated outboxes hold.
  *
- *	  This file also owns the utility hook.  It stops a database's worker
- *	  before DROP DATABASE, ALTER DATABASE RENAME or SET TABLESPACE, and
- *	  CREATE DATABASE ... TEMPLATE (which need the database to themselves),
- *	  and notes the statements the launcher or a worker must
- *	  react to at commit: CREATE and ALTER DATABASE, ALTER DATABASE SET
- *	  (the worker restarts to read its new settings, kairoi.server among
- *	  them), and DROP or ALTER EXTENSION kairoi.
- *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -50,17 +42,14 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
-#include "commands/defrem.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -69,10 +58,9 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "kairoi.h"
-
-/* How long DROP DATABASE waits for the worker to exit */
-#define WORKER_STOP_TIMEOUT_MS 10000
+#include "guc.h"
+#include "launcher.h"
+#include "shmem.h"
 
 /* Retry interval while a worker waits for a free max_worker_processes slot */
 #define WORKER_SLOT_RETRY_MS 1000
@@ -106,7 +94,6 @@ typedef struct LauncherPass
 } LauncherPass;
 
 static HTAB *databases = NULL;
-static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 static void
 fill_worker_entry(BackgroundWorker *bgw, const char *function,
@@ -543,216 +530,4 @@ kairoi_launcher_main(Datum main_arg)
 	 * pg_terminate_backend() must not stop delivery for good.
 	 */
 	proc_exit(1);
-}
-
-/* ---------------------------------------------------------------------
- * Utility hook: keeping workers out of the way of DDL, and noting the
- * statements the launcher and the workers react to
- * ---------------------------------------------------------------------
- */
-
-/* Change the pause count of database's slot, if it has one */
-static void
-pause_database(Oid database, int delta)
-{
-	KairoiDatabaseSlot *slot = kairoi_find_slot(database);
-
-	if (slot == NULL)
-		return;
-	SpinLockAcquire(&slot->mutex);
-	if (slot->database == database)
-		slot->paused = Max(0, slot->paused + delta);
-	SpinLockRelease(&slot->mutex);
-	if (delta < 0)
-		kairoi_wake_launcher();
-}
-
-/* Ask the worker serving database to exit, and wait until it has */
-static void
-stop_worker_for(Oid database)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   WORKER_STOP_TIMEOUT_MS);
-
-	ConditionVariablePrepareToSleep(&kairoi_shared->progress_cv);
-	for (;;)
-	{
-		KairoiDatabaseSlot *slot = kairoi_find_slot(database);
-		pid_t		pid = 0;
-
-		if (slot != NULL)
-		{
-			SpinLockAcquire(&slot->mutex);
-			if (slot->database == database)
-				pid = slot->worker_pid;
-			SpinLockRelease(&slot->mutex);
-		}
-		if (pid == 0 || GetCurrentTimestamp() >= deadline)
-			break;
-		(void) kill(pid, SIGTERM);
-		(void) ConditionVariableTimedSleep(&kairoi_shared->progress_cv, 100,
-										   PG_WAIT_EXTENSION);
-	}
-	ConditionVariableCancelSleep();
-}
-
-/* The DefElem of a statement's option, or NULL */
-static DefElem *
-find_option(List *options, const char *name)
-{
-	ListCell   *cell;
-
-	foreach(cell, options)
-	{
-		DefElem    *option = lfirst_node(DefElem, cell);
-
-		if (strcmp(option->defname, name) == 0)
-			return option;
-	}
-	return NULL;
-}
-
-static bool
-has_option(List *options, const char *name)
-{
-	return find_option(options, name) != NULL;
-}
-
-static const char *
-option_value(List *options, const char *name)
-{
-	DefElem    *option = find_option(options, name);
-
-	return (option != NULL && option->arg != NULL) ? defGetString(option) : NULL;
-}
-
-/* The database a utility statement needs exclusive use of, if any */
-static const char *
-database_needing_exclusive_use(Node *statement)
-{
-	if (IsA(statement, DropdbStmt))
-		return ((DropdbStmt *) statement)->dbname;
-	if (IsA(statement, RenameStmt) &&
-		((RenameStmt *) statement)->renameType == OBJECT_DATABASE)
-		return ((RenameStmt *) statement)->subname;
-	if (IsA(statement, AlterDatabaseStmt) &&
-		has_option(((AlterDatabaseStmt *) statement)->options, "tablespace"))
-		return ((AlterDatabaseStmt *) statement)->dbname;
-	if (IsA(statement, CreatedbStmt))
-		return option_value(((CreatedbStmt *) statement)->options, "template");
-	return NULL;
-}
-
-static bool
-names_kairoi_extension(DropStmt *stmt)
-{
-	ListCell   *cell;
-
-	if (stmt->removeType != OBJECT_EXTENSION)
-		return false;
-	foreach(cell, stmt->objects)
-	{
-		if (strcmp(strVal(lfirst(cell)), "kairoi") == 0)
-			return true;
-	}
-	return false;
-}
-
-/*
- * After a statement succeeded: note what the launcher (new or changed
- * databases) or a worker (new settings, extension dropped or updated) must
- * see once the transaction commits.
- */
-static void
-note_statement_for_commit(Node *statement)
-{
-	switch (nodeTag(statement))
-	{
-		case T_CreatedbStmt:
-			kairoi_note_database_change(InvalidOid, false);
-			break;
-		case T_AlterDatabaseStmt:
-			kairoi_note_database_change(get_database_oid(((AlterDatabaseStmt *) statement)->dbname, true),
-										false);
-			break;
-		case T_AlterDatabaseSetStmt:
-			kairoi_note_database_change(get_database_oid(((AlterDatabaseSetStmt *) statement)->dbname, true),
-										true);
-			break;
-		case T_DropStmt:
-			if (names_kairoi_extension((DropStmt *) statement))
-				kairoi_note_database_change(MyDatabaseId, true);
-			break;
-		case T_AlterExtensionStmt:
-			if (strcmp(((AlterExtensionStmt *) statement)->extname, "kairoi") == 0)
-				kairoi_note_database_change(MyDatabaseId, true);
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-next_process_utility(PlannedStmt *pstmt, const char *queryString,
-					 bool readOnlyTree, ProcessUtilityContext context,
-					 ParamListInfo params, QueryEnvironment *queryEnv,
-					 DestReceiver *dest, QueryCompletion *qc)
-{
-	(prev_process_utility_hook ? prev_process_utility_hook
-	 : standard_ProcessUtility) (pstmt, queryString, readOnlyTree,
-								 context, params, queryEnv, dest, qc);
-}
-
-/* Run a statement that needs database to itself, its worker stopped */
-static void
-process_utility_with_worker_stopped(Oid database, PlannedStmt *pstmt,
-									const char *queryString,
-									bool readOnlyTree,
-									ProcessUtilityContext context,
-									ParamListInfo params,
-									QueryEnvironment *queryEnv,
-									DestReceiver *dest, QueryCompletion *qc)
-{
-	pause_database(database, 1);
-	PG_TRY();
-	{
-		stop_worker_for(database);
-		next_process_utility(pstmt, queryString, readOnlyTree, context,
-							 params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		pause_database(database, -1);
-	}
-	PG_END_TRY();
-}
-
-static void
-kairoi_process_utility(PlannedStmt *pstmt, const char *queryString,
-					   bool readOnlyTree, ProcessUtilityContext context,
-					   ParamListInfo params, QueryEnvironment *queryEnv,
-					   DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *statement = pstmt->utilityStmt;
-	const char *dbname = database_needing_exclusive_use(statement);
-	Oid			database = InvalidOid;
-
-	if (dbname != NULL)
-		database = get_database_oid(dbname, true);
-
-	if (OidIsValid(database))
-		process_utility_with_worker_stopped(database, pstmt, queryString,
-											readOnlyTree, context, params,
-											queryEnv, dest, qc);
-	else
-		next_process_utility(pstmt, queryString, readOnlyTree, context,
-							 params, queryEnv, dest, qc);
-	note_statement_for_commit(statement);
-}
-
-void
-kairoi_install_utility_hook(void)
-{
-	prev_process_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = kairoi_process_utility;
 }

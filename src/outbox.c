@@ -39,7 +39,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
-#include "kairoi.h"
+#include "guc.h"
 #include "outbox.h"
 
 /*

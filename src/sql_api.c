@@ -8,11 +8,8 @@
  *	  outbox; a rejected call changes nothing.  trigger.c goes through the
  *	  same checks.
  *
- *	  This file also owns the end-of-transaction callback: a transaction
- *	  that enqueued something tells its database's worker, when it commits,
- *	  the lowest seq it wrote (kairoi_announce_commit); one that changed a
- *	  database the launcher watches wakes the launcher and, where needed,
- *	  restarts that database's worker.
+ *	  What a call enqueued is noted for the end of the transaction
+ *	  (at_commit.c), which tells the database's worker at commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,19 +17,16 @@
 
 #include "access/itup.h"
 #include "access/nbtree.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
-#include "nodes/pg_list.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "kairoi.h"
+#include "at_commit.h"
 #include "outbox.h"
 #include "sql_api.h"
 
@@ -44,6 +38,13 @@ PG_FUNCTION_INFO_V1(kairoi_rule_set_amqp);
 PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
 
 /*
+ * Largest identifier, pattern or runner argument, in UTF-8 bytes.  The
+ * reference server rejects identifiers over 65535 bytes; the same bound is
+ * applied to every argument so that no request can grow without limit.
+ */
+#define KAIROI_MAX_ARGUMENT_BYTES 65535
+
+/*
  * Execution times the reference server can store: it keeps signed 64-bit
  * nanoseconds since 1970, so whole seconds from 1677-09-21 00:12:44 to
  * 2262-04-11 23:47:16 UTC (kcp.md part 2).  As seconds since 2000-01-01.
@@ -52,12 +53,6 @@ PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
 #define KAIROI_MAX_EXECUTION_SECS INT64CONST(9223372036)
 #define UNIX_EPOCH_TO_PG_EPOCH_SECS \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
-
-/*
- * Lowest seq this transaction enqueued or replaced, INT64_MAX if none; at
- * commit the worker is woken and told to read from there.
- */
-static int64 transaction_min_seq = PG_INT64_MAX;
 
 static void
 check_not_null(FunctionCallInfo fcinfo, int argno, ArgumentRef ref)
@@ -542,85 +537,4 @@ kairoi_wake_worker_at_commit(PG_FUNCTION_ARGS)
 {
 	kairoi_note_enqueue(0);
 	PG_RETURN_VOID();
-}
-
-void
-kairoi_note_enqueue(int64 seq)
-{
-	transaction_min_seq = Min(transaction_min_seq, seq);
-}
-
-bool
-kairoi_enqueued_in_transaction(void)
-{
-	return transaction_min_seq != PG_INT64_MAX;
-}
-
-/*
- * Databases whose launcher-visible state this transaction changed (created,
- * altered, extension dropped or updated): at commit the launcher is woken,
- * and the workers of those marked for it restart to read the change.
- */
-typedef struct DatabaseChange
-{
-	Oid			database;
-	bool		restart_worker;
-} DatabaseChange;
-
-static List *database_changes = NIL;
-
-void
-kairoi_note_database_change(Oid database, bool restart_worker)
-{
-	MemoryContext old_context = MemoryContextSwitchTo(TopTransactionContext);
-	DatabaseChange *change = palloc(sizeof(DatabaseChange));
-
-	change->database = database;
-	change->restart_worker = restart_worker;
-	database_changes = lappend(database_changes, change);
-	MemoryContextSwitchTo(old_context);
-}
-
-static void
-announce_database_changes(void)
-{
-	ListCell   *cell;
-
-	foreach(cell, database_changes)
-	{
-		DatabaseChange *change = lfirst(cell);
-
-		if (change->restart_worker)
-			kairoi_request_restart(change->database);
-	}
-	kairoi_wake_launcher();
-}
-
-static void
-end_of_transaction(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-			if (kairoi_enqueued_in_transaction())
-				kairoi_announce_commit(transaction_min_seq);
-			if (database_changes != NIL)
-				announce_database_changes();
-			break;
-		case XACT_EVENT_ABORT:
-			break;
-		case XACT_EVENT_PREPARE:
-			/* COMMIT PREPARED is caught by the worker's safety poll */
-			break;
-		default:
-			return;
-	}
-	transaction_min_seq = PG_INT64_MAX;
-	database_changes = NIL;		/* freed with TopTransactionContext */
-}
-
-void
-kairoi_register_xact_callback(void)
-{
-	RegisterXactCallback(end_of_transaction, NULL);
 }

@@ -76,7 +76,7 @@ psql_at PG postgres -c "CREATE DATABASE reference" &&
 		SELECT name, 'required' FROM pg_settings WHERE name LIKE 'kairoi.%'"
 	# the settings pg_settings hides (1.0's, still accepted): every
 	# "kairoi.*", in the file that defines the settings
-	grep -ho '"kairoi\.[a-z_]*",' "$KAIROI_ROOT/src/kairoi.c" |
+	grep -ho '"kairoi\.[a-z_]*",' "$KAIROI_ROOT/src/guc.c" |
 		sed 's/[",]//g; s/$/\trequired/'
 } >"$RAW.names"
 $PYTHON - "$RAW.names" "$KAIROI_ROOT/docs/reference.md" >"$RAW.drift" <<'PY'

@@ -1,165 +1,34 @@
 /*-------------------------------------------------------------------------
  *
- * kairoi.c
- *	  Module entry point: configuration variables, shared memory and its
- *	  per-database slots, and the registration of the launcher, the commit
- *	  callback and the utility hook.
+ * shmem.c
+ *	  The shared memory of the extension: its size and initialisation, the
+ *	  per-database slots (claimed, found, released), the wake-ups and
+ *	  requests that go through them, and what a delivery worker publishes
+ *	  in its slot for kairoi_status() and kairoi_workers().
  *
- *	  Loaded through shared_preload_libraries, the module runs the launcher
- *	  and one delivery worker per database that has the extension.  Loaded
- *	  on demand by a backend (no preloading), the SQL functions still
- *	  enqueue; kairoi_status() then reports that no worker runs.
+ *	  Every field of a slot is read and written under the slot's spinlock;
+ *	  claiming and releasing also take the shared mutex, so that a
+ *	  database never gets two slots.  Nothing persistent is derived from
+ *	  here: a crash restart resets it while the outbox tables persist.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
-#include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "connection.h"
-#include "kairoi.h"
-
-PG_MODULE_MAGIC;
-
-char	   *kairoi_server = NULL;
-int			kairoi_poll_interval_ms = 10000;
-int			kairoi_batch_size = 500;
-int			kairoi_max_in_flight = 1000;
-int			kairoi_connect_timeout_ms = 5000;
-int			kairoi_request_timeout_ms = 30000;
-int			kairoi_backoff_min_ms = 100;
-int			kairoi_backoff_max_ms = 30000;
-int			kairoi_max_attempts = 5;
-int			kairoi_idle_timeout_ms = 60000;
-int			kairoi_batch_delay_ms = 1;
-int			kairoi_max_databases = 64;
-int			kairoi_non_ascii_write_limit = KAIROI_NON_ASCII_WRITE_LIMIT;
-
-/*
- * Settings of kairoi 1.0 that 1.1 no longer uses.  They stay defined so that
- * a postgresql.conf written for 1.0 loads without complaint; the launcher
- * logs once that they are ignored.
- */
-char	   *kairoi_obsolete_database = NULL;
-int			kairoi_obsolete_window = 0;
+#include "guc.h"
+#include "shmem.h"
 
 KairoiShared *kairoi_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-void		_PG_init(void);
-
-static bool
-check_server(char **newval, void **extra, GucSource source)
-{
-	char		host[256];
-	char		port[16];
-
-	if (kairoi_parse_server(*newval, host, sizeof(host), port, sizeof(port)))
-		return true;
-	GUC_check_errdetail("kairoi.server must be host:port, for example 127.0.0.1:5678 or [::1]:5678.");
-	return false;
-}
-
-/* The integer GUCs, all reloadable; flags is 0 or a unit */
-typedef struct IntVariable
-{
-	const char *name;
-	const char *description;
-	int		   *variable;
-	int			min_value;
-	int			max_value;
-	int			flags;
-} IntVariable;
-
-static const IntVariable int_variables[] = {
-	{"kairoi.poll_interval",
-		"Safety poll of the outbox when no commit woke the worker.",
-	&kairoi_poll_interval_ms, 100, 3600000, GUC_UNIT_MS},
-	{"kairoi.batch_size", "Outbox rows read per query.",
-	&kairoi_batch_size, 1, 10000, 0},
-	{"kairoi.max_in_flight", "Requests in flight at most on a connection.",
-	&kairoi_max_in_flight, 1, 100000, 0},
-	{"kairoi.connect_timeout", "Time allowed to establish a connection.",
-	&kairoi_connect_timeout_ms, 100, 600000, GUC_UNIT_MS},
-	{"kairoi.request_timeout",
-		"Time without any response, while requests are in flight, before reconnecting.",
-	&kairoi_request_timeout_ms, 100, 3600000, GUC_UNIT_MS},
-	{"kairoi.backoff_min",
-		"First delay before reconnecting or retrying a rejected entry; doubles each time.",
-	&kairoi_backoff_min_ms, 1, 3600000, GUC_UNIT_MS},
-	{"kairoi.backoff_max",
-		"Largest delay before reconnecting or retrying a rejected entry.",
-	&kairoi_backoff_max_ms, 1, 3600000, GUC_UNIT_MS},
-	{"kairoi.max_attempts",
-		"Answers of ERROR after which an entry moves to kairoi.failed.",
-	&kairoi_max_attempts, 1, 1000, 0},
-	{"kairoi.idle_timeout",
-		"Time with nothing to deliver after which a worker closes its connection (0: never).",
-	&kairoi_idle_timeout_ms, 0, 86400000, GUC_UNIT_MS},
-	{"kairoi.batch_delay",
-		"Under a steady flow of commits, least time between two reads of newly committed entries (0: read at every commit).",
-	&kairoi_batch_delay_ms, 0, 1000, GUC_UNIT_MS},
-	{"kairoi.non_ascii_write_limit",
-		"Largest write packing requests that hold non-ASCII text; 0 sends each alone.",
-	&kairoi_non_ascii_write_limit, 0, 1024 * 1024, GUC_UNIT_BYTE},
-};
-
-static void
-define_obsolete_variables(void)
-{
-	DefineCustomStringVariable("kairoi.database",
-							   "Obsolete since kairoi 1.1 and ignored: every database with the extension is served.",
-							   NULL, &kairoi_obsolete_database, "", PGC_SIGHUP,
-							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
-	DefineCustomIntVariable("kairoi.window",
-							"Obsolete since kairoi 1.1 and ignored: renamed kairoi.max_in_flight.",
-							NULL, &kairoi_obsolete_window, 0, 0, 100000, PGC_SIGHUP,
-							GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							NULL, NULL, NULL);
-}
-
-static void
-define_variables(void)
-{
-	/*
-	 * PGC_SUSET, not PGC_SIGHUP, so that ALTER DATABASE ... SET can give a
-	 * database its own server (a superuser-only change).  A session's own
-	 * SET changes nothing but what that session's kairoi_status() shows.
-	 */
-	DefineCustomStringVariable("kairoi.server",
-							   "Address (host:port) of the Kairoi server.",
-							   "A database can override it with ALTER DATABASE ... SET; "
-							   "a change makes the worker reconnect.",
-							   &kairoi_server, "127.0.0.1:5678", PGC_SUSET,
-							   0, check_server, NULL, NULL);
-	/* A PGC_POSTMASTER variable can only be defined at postmaster start */
-	if (process_shared_preload_libraries_in_progress)
-		DefineCustomIntVariable("kairoi.max_databases",
-								"Databases with the extension that the launcher can serve.",
-								"Sizes a shared-memory array; each served database also takes "
-								"one of max_worker_processes.",
-								&kairoi_max_databases, 64, 1, 10000, PGC_POSTMASTER,
-								0, NULL, NULL, NULL);
-	for (size_t i = 0; i < lengthof(int_variables); i++)
-	{
-		const IntVariable *v = &int_variables[i];
-
-		DefineCustomIntVariable(v->name, v->description, NULL, v->variable,
-								*v->variable, v->min_value, v->max_value,
-								PGC_SIGHUP, v->flags, NULL, NULL, NULL);
-	}
-	define_obsolete_variables();
-	MarkGUCPrefixReserved("kairoi");
-}
 
 static Size
 shared_size(void)
@@ -199,20 +68,12 @@ kairoi_shmem_startup(void)
 }
 
 void
-_PG_init(void)
+kairoi_install_shmem_hooks(void)
 {
-	define_variables();
-	kairoi_register_xact_callback();
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = kairoi_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = kairoi_shmem_startup;
-	kairoi_install_utility_hook();
-	kairoi_register_launcher();
 }
 
 /* ---------------------------------------------------------------------
@@ -434,6 +295,11 @@ kairoi_announce_commit(int64 from_seq)
 		SetLatch(latch);
 }
 
+/* ---------------------------------------------------------------------
+ * A delivery worker's slot
+ * ---------------------------------------------------------------------
+ */
+
 /* The worker: lowest seq to read again (INT64_MAX if none), and reset it */
 int64
 kairoi_take_rescan_request(KairoiDatabaseSlot *slot)
@@ -456,4 +322,138 @@ kairoi_set_last_error(KairoiDatabaseSlot *slot, const char *message)
 	strlcpy(slot->last_error, message, KAIROI_ERROR_MAXLEN);
 	slot->last_error_at = now;
 	SpinLockRelease(&slot->mutex);
+}
+
+static void
+unpublish_worker(int code, Datum arg)
+{
+	KairoiDatabaseSlot *slot = (KairoiDatabaseSlot *) DatumGetPointer(arg);
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->worker_pid == MyProcPid)
+	{
+		slot->worker_pid = 0;
+		slot->worker_latch = NULL;
+		slot->wants_wakeup = false;
+		slot->state = KAIROI_STATE_STARTING;
+		slot->in_flight = 0;
+		slot->connected_at = 0;
+	}
+	SpinLockRelease(&slot->mutex);
+	ConditionVariableBroadcast(&kairoi_shared->progress_cv);
+}
+
+/*
+ * The worker takes database's slot, claiming it if needed, and leaves it
+ * when it exits.  NULL if another worker serves the database already, or
+ * if every slot is taken.
+ */
+KairoiDatabaseSlot *
+kairoi_publish_worker(Oid database, const char *datname)
+{
+	KairoiDatabaseSlot *slot = kairoi_claim_slot(database);
+	bool		taken = false;
+
+	if (slot == NULL)
+	{
+		ereport(LOG,
+				(errmsg("kairoi: database \"%s\" has the kairoi extension but cannot be served",
+						datname),
+				 errdetail("kairoi.max_databases (%d) databases are served already.",
+						   kairoi_max_databases),
+				 errhint("Raise kairoi.max_databases and restart PostgreSQL.")));
+		return NULL;
+	}
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database == database && slot->worker_pid == 0)
+	{
+		slot->worker_pid = MyProcPid;
+		slot->worker_latch = &MyProc->procLatch;
+		slot->wants_wakeup = false;
+		slot->restart_requested = false;
+		slot->blocked = KAIROI_BLOCKED_NONE;
+		slot->state = KAIROI_STATE_STARTING;
+		slot->acknowledged = 0;
+		slot->connection_attempts = 0;
+		slot->pending = -1;
+		strlcpy(NameStr(slot->datname), datname, NAMEDATALEN);
+		taken = true;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (!taken)
+		return NULL;
+	before_shmem_exit(unpublish_worker, PointerGetDatum(slot));
+	return slot;
+}
+
+void
+kairoi_publish_state(KairoiDatabaseSlot *slot, KairoiWorkerState state,
+					 int in_flight, const char *server)
+{
+	TimestampTz now = GetCurrentTimestamp();	/* not under the spinlock */
+
+	SpinLockAcquire(&slot->mutex);
+	slot->state = state;
+	slot->in_flight = in_flight;
+	strlcpy(slot->server, server, KAIROI_SERVER_MAXLEN);
+	if (state == KAIROI_STATE_CONNECTED && slot->connected_at == 0)
+		slot->connected_at = now;
+	else if (state != KAIROI_STATE_CONNECTED)
+		slot->connected_at = 0;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Outbox rows at the worker's last count, or -1 */
+void
+kairoi_publish_pending(KairoiDatabaseSlot *slot, int64 pending)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->pending = pending;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+kairoi_count_acknowledged(KairoiDatabaseSlot *slot, uint64 n)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->acknowledged += n;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+kairoi_count_connection_attempt(KairoiDatabaseSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->connection_attempts++;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * Tell committing backends whether to set the worker's latch while it
+ * sleeps.  Returns true if a commit announced itself in the meantime and
+ * the worker should not sleep at all.
+ */
+bool
+kairoi_ask_for_commit_wakeups(KairoiDatabaseSlot *slot, bool wanted)
+{
+	bool		announced;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->wants_wakeup = wanted;
+	announced = (slot->rescan_from_seq != PG_INT64_MAX);
+	SpinLockRelease(&slot->mutex);
+	return wanted && announced;
+}
+
+/* Has kairoi_request_restart() asked the slot's worker to exit? */
+bool
+kairoi_restart_requested(KairoiDatabaseSlot *slot)
+{
+	bool		restart;
+
+	SpinLockAcquire(&slot->mutex);
+	restart = slot->restart_requested;
+	SpinLockRelease(&slot->mutex);
+	return restart;
 }

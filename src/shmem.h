@@ -1,15 +1,14 @@
 /*-------------------------------------------------------------------------
  *
- * kairoi.h
- *	  Declarations shared by the kairoi extension's translation units: the
- *	  configuration variables, the shared-memory state that the launcher,
- *	  the delivery worker and user backends exchange, and the entry points
- *	  of each module.
+ * shmem.h
+ *	  The state in shared memory that the launcher, the delivery workers
+ *	  and user backends exchange: one slot per database served, and the
+ *	  functions that read and change a slot under its spinlock.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef KAIROI_H
-#define KAIROI_H
+#ifndef KAIROI_SHMEM_H
+#define KAIROI_SHMEM_H
 
 #include "postgres.h"
 
@@ -18,42 +17,8 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 
-/*
- * Largest identifier, pattern or runner argument, in UTF-8 bytes.  The
- * reference server rejects identifiers over 65535 bytes; the same bound is
- * applied to every argument so that no request can grow without limit.
- */
-#define KAIROI_MAX_ARGUMENT_BYTES 65535
-
-/*
- * Default bound, in bytes, of one write of requests holding non-ASCII text
- * (kairoi.non_ascii_write_limit): what fits in one TCP segment on an
- * Ethernet path (MTU 1500: 1460 bytes of payload over IPv4, 1440 over
- * IPv6, less TCP options), with some room for tunnels.  A write that
- * arrives in one segment is read whole by the reference server, whose
- * reads (2048 bytes) then cannot end inside a character.
- */
-#define KAIROI_NON_ASCII_WRITE_LIMIT 1400
-
 #define KAIROI_SERVER_MAXLEN 256
 #define KAIROI_ERROR_MAXLEN 512
-
-/* Configuration (GUCs), defined in kairoi.c */
-extern char *kairoi_server;
-extern int	kairoi_poll_interval_ms;
-extern int	kairoi_batch_size;
-extern int	kairoi_max_in_flight;
-extern int	kairoi_connect_timeout_ms;
-extern int	kairoi_request_timeout_ms;
-extern int	kairoi_backoff_min_ms;
-extern int	kairoi_backoff_max_ms;
-extern int	kairoi_max_attempts;
-extern int	kairoi_idle_timeout_ms;
-extern int	kairoi_batch_delay_ms;
-extern int	kairoi_max_databases;
-extern char *kairoi_obsolete_database;
-extern int	kairoi_obsolete_window;
-extern int	kairoi_non_ascii_write_limit;
 
 /* What a delivery worker is doing, as shown by kairoi_status() */
 typedef enum KairoiWorkerState
@@ -126,31 +91,38 @@ typedef struct KairoiShared
 	KairoiDatabaseSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } KairoiShared;
 
-/* kairoi.c */
+/* NULL unless the module was preloaded (no shared memory otherwise) */
 extern KairoiShared *kairoi_shared;
+
+/* _PG_init, when preloaded: request and initialise the shared memory */
+extern void kairoi_install_shmem_hooks(void);
+
+/* Slots: finding, claiming and releasing them */
 extern KairoiDatabaseSlot *kairoi_find_slot(Oid database);
 extern KairoiDatabaseSlot *kairoi_claim_slot(Oid database);
 extern void kairoi_release_slot(KairoiDatabaseSlot *slot);
 extern bool kairoi_release_slot_if_quiet(KairoiDatabaseSlot *slot);
+
+/* Wake-ups and requests between processes */
 extern void kairoi_wake_launcher(void);
 extern void kairoi_wake_worker(Oid database);
 extern void kairoi_request_restart(Oid database);
 extern void kairoi_announce_commit(int64 from_seq);
+
+/* A delivery worker's side of its slot */
+extern KairoiDatabaseSlot *kairoi_publish_worker(Oid database,
+												 const char *datname);
+extern void kairoi_publish_state(KairoiDatabaseSlot *slot,
+								 KairoiWorkerState state, int in_flight,
+								 const char *server);
+extern void kairoi_publish_pending(KairoiDatabaseSlot *slot, int64 pending);
+extern void kairoi_count_acknowledged(KairoiDatabaseSlot *slot, uint64 n);
+extern void kairoi_count_connection_attempt(KairoiDatabaseSlot *slot);
+extern void kairoi_set_last_error(KairoiDatabaseSlot *slot,
+								  const char *message);
+extern bool kairoi_ask_for_commit_wakeups(KairoiDatabaseSlot *slot,
+										  bool wanted);
 extern int64 kairoi_take_rescan_request(KairoiDatabaseSlot *slot);
-extern void kairoi_set_last_error(KairoiDatabaseSlot *slot, const char *message);
+extern bool kairoi_restart_requested(KairoiDatabaseSlot *slot);
 
-/* sql_api.c */
-extern void kairoi_note_enqueue(int64 seq);
-extern bool kairoi_enqueued_in_transaction(void);
-extern void kairoi_note_database_change(Oid database, bool restart_worker);
-extern void kairoi_register_xact_callback(void);
-
-/* launcher.c */
-extern void kairoi_register_launcher(void);
-extern void kairoi_install_utility_hook(void);
-PGDLLEXPORT void kairoi_launcher_main(Datum main_arg);
-
-/* worker.c */
-PGDLLEXPORT void kairoi_worker_main(Datum main_arg);
-
-#endif							/* KAIROI_H */
+#endif							/* KAIROI_SHMEM_H */

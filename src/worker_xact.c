@@ -1,0 +1,231 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_xact.c
+ *	  The delivery worker's database work, each step in its own short
+ *	  transaction: reading the outbox and sending what it holds, applying
+ *	  the server's answers, looking at and counting the outbox; and the
+ *	  decisions that rest on the extension being there (serving the
+ *	  database at all, exiting after DROP EXTENSION or for a restart).
+ *
+ *	  A failed step is logged and published, rolled back, and database
+ *	  work pauses until the next poll: nothing is lost, since rows leave
+ *	  the outbox only by a committed delete.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "outbox.h"
+#include "pipeline.h"
+#include "shmem.h"
+#include "worker_internal.h"
+#include "worker_xact.h"
+
+static void
+log_leaving(const char *datname)
+{
+	ereport(LOG,
+			(errmsg("kairoi: the kairoi extension is not installed in database \"%s\"; its worker exits",
+					datname)));
+}
+
+/*
+ * After a failed transaction: if DROP EXTENSION caused it, release the slot
+ * and exit, unless a commit announced itself since the worker last looked
+ * (the extension may be back already).
+ */
+static void
+exit_if_extension_dropped(void)
+{
+	bool		present;
+
+	StartTransactionCommand();
+	present = outbox_extension_exists();
+	CommitTransactionCommand();
+	if (!present && kairoi_release_slot_if_quiet(MyKairoiSlot))
+	{
+		log_leaving(NameStr(MyKairoiSlot->datname));
+		proc_exit(0);
+	}
+}
+
+/*
+ * Run body in a transaction.  An error is logged and published, the
+ * transaction rolled back and database work paused until the next poll:
+ * nothing is lost, since rows leave the outbox only by a committed delete.
+ */
+bool
+worker_run_transaction(Worker *w, WorkerTransactionBody body,
+					   const char *what)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, what);
+	PG_TRY();
+	{
+		body(w);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		exit_if_extension_dropped();
+		ereport(LOG,
+				(errmsg("kairoi: could not %s: %s", what, edata->message),
+				 errhint("The worker retries after kairoi.poll_interval.")));
+		kairoi_set_last_error(MyKairoiSlot, edata->message);
+		FreeErrorData(edata);
+		pipeline_rewind(&w->pipeline, 0);
+		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														kairoi_poll_interval_ms);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_context);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+void
+worker_apply_answers(Worker *w)
+{
+	AnswerList *acknowledged = &w->pipeline.acknowledged;
+	AnswerList *rejected = &w->pipeline.rejected;
+	int			moved = 0;
+
+	if (acknowledged->count > 0)
+	{
+		int			n = acknowledged->count;
+		ItemPointerData *tids = palloc(n * sizeof(ItemPointerData));
+		int64	   *versions = palloc(n * sizeof(int64));
+
+		for (int i = 0; i < n; i++)
+		{
+			tids[i] = acknowledged->items[i].tid;
+			versions[i] = acknowledged->items[i].version;
+		}
+
+		/*
+		 * A row replaced in flight is not deleted; the replacing commit
+		 * asks for a rescan.  A row an application holds locked is not
+		 * deleted either; it is sent again after the next safety poll.
+		 */
+		kairoi_count_acknowledged(MyKairoiSlot,
+								  outbox_delete_acknowledged(tids, versions, n));
+	}
+	for (int i = 0; i < rejected->count; i++)
+	{
+		char		reason[128];
+
+		snprintf(reason, sizeof(reason),
+				 "the Kairoi server at %s answered ERROR", w->server);
+		if (outbox_record_rejection(rejected->items[i].seq,
+									rejected->items[i].version, reason))
+			moved++;
+	}
+	if (moved > 0)
+		ereport(LOG,
+				(errmsg("kairoi: moved %d entries to kairoi_failed after %d answers of ERROR each",
+						moved, kairoi_max_attempts),
+				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
+	if (rejected->count > 0)
+	{
+		kairoi_set_last_error(MyKairoiSlot, "the Kairoi server answered ERROR");
+		w->next_retry = outbox_next_retry_at();
+	}
+}
+
+void
+worker_fetch_and_send(Worker *w)
+{
+	pipeline_fetch_and_send(&w->pipeline, &w->conn);
+}
+
+void
+worker_check_outbox(Worker *w)
+{
+	w->outbox_has_entries = outbox_has_entries();
+}
+
+void
+worker_count_outbox(Worker *w)
+{
+	kairoi_publish_pending(MyKairoiSlot, outbox_count_entries());
+}
+
+/*
+ * New database settings (ALTER DATABASE ... SET), DROP or ALTER EXTENSION:
+ * exit, and the launcher starts a worker that reads them afresh.  Nothing
+ * is lost: unacknowledged rows stay in the outbox.
+ */
+void
+worker_exit_if_restart_requested(void)
+{
+	if (kairoi_restart_requested(MyKairoiSlot))
+	{
+		/* DROP EXTENSION needs no new worker: leave at once */
+		exit_if_extension_dropped();
+		ereport(LOG,
+				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
+						NameStr(MyKairoiSlot->datname))));
+		proc_exit(0);
+	}
+}
+
+/*
+ * Decide whether to serve the database: it must have the extension, and
+ * no other worker may serve it.  A worker restarted after DROP EXTENSION
+ * releases the slot, unless a commit (CREATE EXTENSION again) announced
+ * itself while it looked.  A probe that finds no extension just exits.
+ */
+bool
+worker_start_serving(Oid database)
+{
+	for (;;)
+	{
+		KairoiDatabaseSlot *slot = kairoi_find_slot(database);
+		bool		present;
+		char	   *datname;
+
+		if (slot != NULL)
+			(void) kairoi_take_rescan_request(slot);
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		present = outbox_extension_exists();
+		datname = MemoryContextStrdup(TopMemoryContext,
+									  get_database_name(database));
+		CommitTransactionCommand();
+
+		if (present)
+		{
+			MyKairoiSlot = kairoi_publish_worker(database, datname);
+			return MyKairoiSlot != NULL;
+		}
+		if (slot == NULL)
+			return false;
+		if (kairoi_release_slot_if_quiet(slot))
+		{
+			log_leaving(datname);
+			return false;
+		}
+	}
+}
