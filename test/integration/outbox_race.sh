@@ -7,7 +7,7 @@
 # nothing (check_outbox_invariants).
 set -u
 source "$(dirname "$0")/../lib.sh"
-RACES=${RACES:-40}
+RACES=${RACES:-200}
 
 start_cluster PG "$(free_port)" || exit 1
 psql_at PG postgres -c "CREATE EXTENSION kairoi" >/dev/null || exit 1
