@@ -24,16 +24,19 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -367,10 +370,29 @@ outbox_record_rejection(int64 seq, int64 version, const char *reason)
 	return moved;
 }
 
+/*
+ * A scan of pg_extension with the catalog snapshot, not get_extension_oid():
+ * since PostgreSQL 18 that reads the system cache, and the worker asks
+ * right after DROP EXTENSION's commit callback woke it, before the dropping
+ * backend has sent the invalidation that would clear the cached entry.
+ * The snapshot of a new transaction already sees the drop.
+ */
 bool
 outbox_extension_exists(void)
 {
-	return OidIsValid(get_extension_oid("kairoi", true));
+	Relation	pg_extension = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("kairoi"));
+	scan = systable_beginscan(pg_extension, ExtensionNameIndexId, true, NULL,
+							  1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(pg_extension, AccessShareLock);
+	return found;
 }
 
 /* Run a read-only one-value query prepared once */
