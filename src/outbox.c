@@ -27,7 +27,6 @@
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -38,8 +37,6 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
-#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
@@ -154,18 +151,10 @@ execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
 static bool
 failed_may_have_entries(void)
 {
-	Oid			failed_oid = get_relname_relid("failed",
-											   get_namespace_oid("kairoi", false));
-	Relation	failed;
-	BlockNumber nblocks;
+	Relation	failed = table_open(outbox_relation_oid("failed"),
+									AccessShareLock);
+	BlockNumber nblocks = RelationGetNumberOfBlocks(failed);
 
-	if (!OidIsValid(failed_oid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"kairoi.failed\" does not exist"),
-				 errhint("The kairoi extension is damaged: reinstall it.")));
-	failed = table_open(failed_oid, AccessShareLock);
-	nblocks = RelationGetNumberOfBlocks(failed);
 	table_close(failed, NoLock);
 	return nblocks > 0;
 }

@@ -77,6 +77,12 @@ extern uint64 outbox_delete_acknowledged(const ItemPointerData *tids,
 extern bool outbox_record_rejection(int64 seq, int64 version,
 									const char *reason);
 
+/*
+ * The OID of kairoi.<name>, a table or sequence of the extension; an error
+ * saying the extension is damaged if it is missing.
+ */
+extern Oid	outbox_relation_oid(const char *name);
+
 /* True if the extension's objects exist in the current database */
 extern bool outbox_extension_exists(void);
 

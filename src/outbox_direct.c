@@ -74,14 +74,15 @@ static const char *const column_names[OUTBOX_NCOLUMNS] = {
 	"seq", "kind", "identifier", "arguments", "version", "next_attempt_at"
 };
 
-static Oid
-kairoi_relation_oid(Oid namespace, const char *name)
+Oid
+outbox_relation_oid(const char *name)
 {
-	Oid			relid = get_relname_relid(name, namespace);
+	Oid			relid = get_relname_relid(name,
+										  get_namespace_oid("kairoi", false));
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"kairoi.%s\" does not exist", name),
 				 errhint("The kairoi extension is damaged: reinstall it.")));
 	return relid;
@@ -121,10 +122,9 @@ find_columns(Relation outbox, int *attnum)
 }
 
 static Relation
-open_outbox(Oid namespace, LOCKMODE lockmode, int *attnum)
+open_outbox(LOCKMODE lockmode, int *attnum)
 {
-	Relation	outbox = table_open(kairoi_relation_oid(namespace, "outbox"),
-									lockmode);
+	Relation	outbox = table_open(outbox_relation_oid("outbox"), lockmode);
 
 	find_columns(outbox, attnum);
 	return outbox;
@@ -207,8 +207,7 @@ outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
 			 OutboxEntry *entries)
 {
 	int			attnum[OUTBOX_NCOLUMNS];
-	Relation	outbox = open_outbox(get_namespace_oid("kairoi", false),
-									 AccessShareLock, attnum);
+	Relation	outbox = open_outbox(AccessShareLock, attnum);
 	Relation	seq_index = open_seq_index(outbox, attnum);
 	TupleTableSlot *slot = table_slot_create(outbox, NULL);
 	int64	   *excluded = palloc(Max(nexclude, 1) * sizeof(int64));
@@ -257,8 +256,7 @@ outbox_delete_acknowledged(const ItemPointerData *tids, const int64 *versions,
 						   int n)
 {
 	int			attnum[OUTBOX_NCOLUMNS];
-	Relation	outbox = open_outbox(get_namespace_oid("kairoi", false),
-									 RowExclusiveLock, attnum);
+	Relation	outbox = open_outbox(RowExclusiveLock, attnum);
 	TupleTableSlot *slot = table_slot_create(outbox, NULL);
 
 	/* VACUUM cannot truncate the table while we hold our lock */
