@@ -3,7 +3,8 @@
  * guc.c
  *	  The configuration variables: the kairoi.* settings, their defaults,
  *	  bounds and checks, and the settings of kairoi 1.0 that are still
- *	  accepted and ignored.
+ *	  accepted and ignored; and the PostgreSQL settings that kairoi's
+ *	  background processes pin for themselves.
  *
  *	  Defined by _PG_init (init.c) in every process that loads the module;
  *	  kairoi.max_databases, which sizes shared memory, only when the module
@@ -144,4 +145,45 @@ kairoi_define_variables(void)
 	}
 	define_obsolete_variables();
 	MarkGUCPrefixReserved("kairoi");
+}
+
+/*
+ * PostgreSQL settings that a database or role setting (ALTER DATABASE ...
+ * SET, ALTER ROLE ... SET, which a database owner or any role may write
+ * for itself) would give the launcher and the workers when they connect,
+ * and that would make them resolve a name the database's owner planted
+ * (search_path: pg_catalog comes first, and pg_temp, which holds no
+ * function or operator, last) or fail their work (a role without rights
+ * on kairoi's tables, read-only or serializable transactions, timeouts
+ * meant for interactive sessions, errors made fatal).  A setting this
+ * version of PostgreSQL lacks (transaction_timeout before 17) is skipped.
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			pinned_settings[] =
+{
+	{"search_path", "pg_catalog, pg_temp"},
+	{"role", "none"},
+	{"session_replication_role", "origin"},
+	{"default_transaction_read_only", "off"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_deferrable", "off"},
+	{"statement_timeout", "0"},
+	{"transaction_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
+	{"idle_session_timeout", "0"},
+	{"exit_on_error", "off"},
+};
+
+void
+kairoi_pin_background_settings(void)
+{
+	for (size_t i = 0; i < lengthof(pinned_settings); i++)
+	{
+		if (GetConfigOption(pinned_settings[i].name, true, false) != NULL)
+			SetConfigOption(pinned_settings[i].name, pinned_settings[i].value,
+							PGC_SUSET, PGC_S_OVERRIDE);
+	}
 }

@@ -42,4 +42,12 @@ extern int	kairoi_obsolete_window;
 /* Define every kairoi.* setting; kairoi.max_databases only when preloaded */
 extern void kairoi_define_variables(void);
 
+/*
+ * The launcher and the workers, right after connecting: override the
+ * settings a database or role could give them to plant names or break
+ * their work (search_path = pg_catalog, pg_temp; no role; read-write READ
+ * COMMITTED transactions; no timeouts; errors not fatal).
+ */
+extern void kairoi_pin_background_settings(void);
+
 #endif							/* KAIROI_GUC_H */

@@ -492,6 +492,7 @@ kairoi_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	kairoi_pin_background_settings();
 	pgstat_report_appname("kairoi launcher");
 	publish_launcher();
 	create_database_table();

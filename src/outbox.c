@@ -90,21 +90,36 @@ static const char *const supersede_sql =
 "WHERE kind OPERATOR(pg_catalog.=) $1 "
 "  AND identifier OPERATOR(pg_catalog.=) ANY ($2)";
 
+/*
+ * The worker's statements.  It runs as superuser with its settings pinned
+ * (search_path = pg_catalog, pg_temp: guc.c); its statements name every
+ * function, operator and type in pg_catalog as well, so that none could
+ * ever resolve to an object an ordinary role created, whatever the path.
+ * (Every OPERATOR() has the same precedence: parentheses give the order.)
+ */
 static const char *const next_retry_sql =
-"SELECT min(next_attempt_at) FROM kairoi.outbox WHERE next_attempt_at > now()";
+"SELECT pg_catalog.min(next_attempt_at) FROM kairoi.outbox "
+"WHERE next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()";
 
 /* Count one rejection; the retry delay doubles from $4 up to $5 ms */
 static const char *const reject_sql =
-"UPDATE kairoi.outbox o SET attempts = o.attempts + 1, last_error = $3, "
-"  next_attempt_at = now() + least($5::float8, $4::float8 * power(2, o.attempts)) "
-"                            * interval '1 millisecond' "
-"WHERE o.seq IN (SELECT seq FROM kairoi.outbox "
-"                WHERE seq = $1 AND version = $2 FOR UPDATE SKIP LOCKED) "
+"UPDATE kairoi.outbox o "
+"SET attempts = o.attempts OPERATOR(pg_catalog.+) 1, last_error = $3, "
+"    next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+"      (LEAST($5::pg_catalog.float8, "
+"             $4::pg_catalog.float8 OPERATOR(pg_catalog.*) "
+"             pg_catalog.power(2::pg_catalog.float8, "
+"                              o.attempts::pg_catalog.float8)) "
+"       OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
+"WHERE o.seq OPERATOR(pg_catalog.=) ANY ("
+"  SELECT seq FROM kairoi.outbox "
+"  WHERE seq OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2 "
+"  FOR UPDATE SKIP LOCKED) "
 "RETURNING o.attempts";
 
 static const char *const move_to_failed_sql =
 "WITH moved AS ("
-"  DELETE FROM kairoi.outbox WHERE seq = $1 "
+"  DELETE FROM kairoi.outbox WHERE seq OPERATOR(pg_catalog.=) $1 "
 "  RETURNING kind, identifier, arguments, version, enqueued_at, attempts, "
 "            last_error) "
 "INSERT INTO kairoi.failed "
@@ -415,5 +430,5 @@ outbox_count_entries(void)
 	static SPIPlanPtr plan = NULL;
 
 	return DatumGetInt64(query_single_value(&plan,
-											"SELECT count(*) FROM kairoi.outbox"));
+											"SELECT pg_catalog.count(*) FROM kairoi.outbox"));
 }

@@ -261,6 +261,13 @@ kairoi_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
 
 	/*
+	 * The worker runs as superuser in a database an ordinary role may own:
+	 * nothing that role set for the database or planted in it may reach
+	 * the worker's statements.
+	 */
+	kairoi_pin_background_settings();
+
+	/*
 	 * Row locks are skipped, never waited for (see outbox.c); a table lock
 	 * held by DDL or maintenance makes the statement fail after this long
 	 * instead, and the worker retries after kairoi.poll_interval.
