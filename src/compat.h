@@ -17,7 +17,10 @@
 #define KAIROI_COMPAT_H
 
 #include "access/genam.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_tablespace.h"
 #include "storage/latch.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/relcache.h"
 
@@ -68,6 +71,27 @@
 #else
 #define kairoi_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
 	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
+#endif
+
+/*
+ * Is role the owner of database (or a superuser)?  May role create objects
+ * in tablespace?
+ *
+ * PostgreSQL 16: object_ownercheck() and object_aclcheck(), given the
+ * catalog, replace the functions of each kind of object
+ * (pg_database_ownercheck(), pg_tablespace_aclcheck()); the checks are
+ * the same.
+ */
+#if PG_VERSION_NUM >= 160000
+#define kairoi_database_ownercheck(database, role) \
+	object_ownercheck(DatabaseRelationId, (database), (role))
+#define kairoi_tablespace_aclcheck(tablespace, role, mode) \
+	object_aclcheck(TableSpaceRelationId, (tablespace), (role), (mode))
+#else
+#define kairoi_database_ownercheck(database, role) \
+	pg_database_ownercheck((database), (role))
+#define kairoi_tablespace_aclcheck(tablespace, role, mode) \
+	pg_tablespace_aclcheck((tablespace), (role), (mode))
 #endif
 
 #endif							/* KAIROI_COMPAT_H */

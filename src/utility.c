@@ -12,21 +12,38 @@
  *	  its new settings, kairoi.server among them), and DROP or ALTER
  *	  EXTENSION kairoi.
  *
+ *	  The hook runs before PostgreSQL's own checks, in any session, so it
+ *	  stops a worker only for a statement those checks will let through:
+ *	  the caller owns the database (and may create databases, to rename
+ *	  or copy it) and the statement may run where it is (not in a
+ *	  transaction block or a function).  Otherwise any role could stop any
+ *	  database's delivery with statements that are then refused.  The
+ *	  pause that keeps the launcher from restarting the worker is released
+ *	  however the statement ends, also when its session dies on the way
+ *	  (FATAL, pg_terminate_backend).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <signal.h>
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
+#include "commands/tablespace.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/ipc.h"
 #include "tcop/utility.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "at_commit.h"
+#include "compat.h"
 #include "shmem.h"
 #include "utility.h"
 
@@ -49,6 +66,13 @@ pause_database(Oid database, int delta)
 	SpinLockRelease(&slot->mutex);
 	if (delta < 0)
 		kairoi_wake_launcher();
+}
+
+/* Release the pause of a database: also run if the session dies */
+static void
+release_pause(int code, Datum database)
+{
+	pause_database(DatumGetObjectId(database), -1);
 }
 
 /* Ask the worker serving database to exit, and wait until it has */
@@ -108,6 +132,83 @@ option_value(List *options, const char *name)
 	DefElem    *option = find_option(options, name);
 
 	return (option != NULL && option->arg != NULL) ? defGetString(option) : NULL;
+}
+
+/* Has the current user CREATEDB (or is a superuser)? */
+static bool
+has_createdb_privilege(void)
+{
+	HeapTuple	tuple;
+	bool		result;
+
+	if (superuser())
+		return true;
+	tuple = SearchSysCache1(AUTHOID, ObjectIdGetDatum(GetUserId()));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	result = ((Form_pg_authid) GETSTRUCT(tuple))->rolcreatedb;
+	ReleaseSysCache(tuple);
+	return result;
+}
+
+static bool
+is_template(Oid database)
+{
+	HeapTuple	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(database));
+	bool		result;
+
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	result = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+	ReleaseSysCache(tuple);
+	return result;
+}
+
+static bool
+may_create_in_tablespace(const char *name)
+{
+	Oid			tablespace = name ? get_tablespace_oid(name, true) : InvalidOid;
+
+	return OidIsValid(tablespace) &&
+		kairoi_tablespace_aclcheck(tablespace, GetUserId(), ACL_CREATE) == ACLCHECK_OK;
+}
+
+/*
+ * Will PostgreSQL let the current user run this statement, which needs
+ * database to itself?  The checks of dbcommands.c that decide who may run
+ * it and where (dropdb, RenameDatabase, movedb, createdb), made before
+ * they are: the caller must pass them before the hook stops a worker.
+ * Checks that do not depend on the caller (a name taken, sessions still
+ * connected) are left to PostgreSQL.
+ */
+static bool
+statement_is_allowed(Node *statement, Oid database, bool top_level)
+{
+	Oid			user = GetUserId();
+
+	if (database == MyDatabaseId)
+		return false;			/* no statement of these may */
+	switch (nodeTag(statement))
+	{
+		case T_DropdbStmt:
+			return !IsInTransactionBlock(top_level) &&
+				kairoi_database_ownercheck(database, user);
+		case T_RenameStmt:
+			return kairoi_database_ownercheck(database, user) &&
+				has_createdb_privilege();
+		case T_AlterDatabaseStmt:
+			return !IsInTransactionBlock(top_level) &&
+				kairoi_database_ownercheck(database, user) &&
+				may_create_in_tablespace(option_value(((AlterDatabaseStmt *) statement)->options,
+													  "tablespace"));
+		case T_CreatedbStmt:
+			return !IsInTransactionBlock(top_level) &&
+				has_createdb_privilege() &&
+				(is_template(database) ||
+				 kairoi_database_ownercheck(database, user));
+		default:
+			return false;
+	}
 }
 
 /* The database a utility statement needs exclusive use of, if any */
@@ -198,17 +299,14 @@ process_utility_with_worker_stopped(Oid database, PlannedStmt *pstmt,
 									DestReceiver *dest, QueryCompletion *qc)
 {
 	pause_database(database, 1);
-	PG_TRY();
+	PG_ENSURE_ERROR_CLEANUP(release_pause, ObjectIdGetDatum(database));
 	{
 		stop_worker_for(database);
 		next_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
 	}
-	PG_FINALLY();
-	{
-		pause_database(database, -1);
-	}
-	PG_END_TRY();
+	PG_END_ENSURE_ERROR_CLEANUP(release_pause, ObjectIdGetDatum(database));
+	release_pause(0, ObjectIdGetDatum(database));
 }
 
 static void
@@ -224,7 +322,9 @@ kairoi_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (dbname != NULL)
 		database = get_database_oid(dbname, true);
 
-	if (OidIsValid(database))
+	if (OidIsValid(database) &&
+		statement_is_allowed(statement, database,
+							 context == PROCESS_UTILITY_TOPLEVEL))
 		process_utility_with_worker_stopped(database, pstmt, queryString,
 											readOnlyTree, context, params,
 											queryEnv, dest, qc);
