@@ -74,3 +74,9 @@ lint:
 		--suppress='*:/usr/include/*' --suppress=toomanyconfigs --max-configs=1 src/*.c && \
 	echo "1 passed, 0 failed" || { echo "0 passed, 1 failed"; exit 1; }
 .PHONY: lint
+
+# The release bundle kairoi-X.Y.Z.zip and its checksum (scripts/dist), in
+# DIST_DIR (default: here)
+dist:
+	scripts/dist $(DIST_DIR)
+.PHONY: dist

@@ -73,12 +73,13 @@ differing_settings() {
 
 # start_test_server HOST PORT: the project's Kairoi test server where the
 # worker connects; sets KCTL and KSERVER for the tests, with copies of the
-# tools that the server's OS user can run too
+# tools that the server's OS user can run too (readable by all: the tree
+# may not be, e.g. unpacked by pgxn, which makes scripts mode 0700)
 start_test_server() {
 	local host=$1 port=$2 cport
 	SERVER_DIR=$(mktemp -d)
 	chmod 755 "$SERVER_DIR"
-	cp test/kairoi_ctl.py test/server_to_csv.py "$SERVER_DIR"/
+	install -m 644 test/kairoi_ctl.py test/server_to_csv.py "$SERVER_DIR"/
 	cport=$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	$PYTHON test/kairoi_server.py --host "$host" --port "$port" --control-port "$cport" \
 		--data "$SERVER_DIR" --pidfile "$SERVER_DIR/server.pid" >"$SERVER_DIR/server.log" 2>&1 &
