@@ -10,8 +10,10 @@ OBJS = \
 	src/kcp.o \
 	src/launcher.o \
 	src/outbox.o \
+	src/outbox_1_1.o \
 	src/outbox_direct.o \
 	src/pipeline.o \
+	src/rejections.o \
 	src/shmem.o \
 	src/sql_api.o \
 	src/trigger.o \
@@ -21,7 +23,7 @@ OBJS = \
 	src/worker_xact.o
 
 EXTENSION = kairoi
-DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql
+DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql kairoi--1.1--1.2.sql
 PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 
 # Tests that need a delivery worker and the Kairoi test server
@@ -36,7 +38,9 @@ REGRESS_NO_WORKER = kairoi_queue
 # nor start the test server: test/installcheck.sh does both
 NO_INSTALLCHECK = 1
 
-PG_CPPFLAGS = -Isrc
+# The release, from META.json (scripts/check-release keeps every file in step)
+KAIROI_VERSION := $(shell sed -n '0,/"version"/s/.*"version": *"\([^"]*\)".*/\1/p' META.json)
+PG_CPPFLAGS = -Isrc -DKAIROI_LIBRARY_VERSION='"$(KAIROI_VERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-declarations
 

@@ -48,8 +48,9 @@ SELECT count(*) AS failed_left FROM kairoi_failed;
 SELECT identifier FROM kairoi_test.server_jobs ORDER BY identifier;
 TRUNCATE kairoi_test.server_jobs;
 
--- Scheduling an identifier again supersedes its failed entry: a later
--- retry must not overwrite the newer value on the server
+-- Scheduling an identifier again supersedes its failed entry, once the
+-- new value is acknowledged: a later retry must not overwrite the newer
+-- value on the server
 \! $KCTL fault 'error_ids=["stale"]' >/dev/null
 SELECT kairoi_job_set('stale', '2030-01-01 00:00:00+00');
 \set VERBOSITY terse
@@ -58,8 +59,9 @@ SELECT kairoi_flush('30 seconds');
 SELECT identifier, arguments FROM kairoi_failed;
 \! $KCTL fault 'error_ids=[]' >/dev/null
 SELECT kairoi_job_set('stale', '2031-01-01 00:00:00+00');
-SELECT count(*) AS failed_after_reschedule FROM kairoi_failed;
+SELECT count(*) AS failed_before_delivery FROM kairoi_failed;
 SELECT kairoi_flush('30 seconds');
+SELECT count(*) AS failed_after_delivery FROM kairoi_failed;
 SELECT kairoi_retry_failed();
 SELECT kairoi_flush('30 seconds');
 \copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)

@@ -40,16 +40,18 @@ SELECT kairoi_job_set_many(
 		  '2030-01-05 00:00:00.5+00', '2030-01-06 00:00:00+00']::timestamptz[]);
 SELECT identifier, arguments FROM kairoi_pending ORDER BY seq;
 
--- A new value supersedes the failed entries of its identifier
+-- A new value supersedes the failed entries of its identifier once the
+-- server has acknowledged it
 INSERT INTO kairoi.failed (kind, identifier, arguments, version, enqueued_at, attempts, reason)
 VALUES ('j', 'many-failed', '{"2029-01-01 00:00:00"}', 1, now(), 3, 'test'),
 	   ('j', 'many-kept', '{"2029-01-01 00:00:00"}', 1, now(), 3, 'test');
 SELECT kairoi_job_set_many(ARRAY['many-failed'], ARRAY['2030-02-01']::timestamptz[]);
 SELECT identifier FROM kairoi_failed ORDER BY identifier;
-SELECT kairoi_purge_failed();
 
 \! $KCTL fault refuse=false >/dev/null
 SELECT kairoi_flush('30 seconds');
+SELECT identifier FROM kairoi_failed ORDER BY identifier;
+SELECT kairoi_purge_failed();
 \copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
 SELECT identifier, execution FROM kairoi_test.server_jobs ORDER BY identifier;
 TRUNCATE kairoi_test.server_jobs;

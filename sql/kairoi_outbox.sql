@@ -71,18 +71,18 @@ SAVEPOINT first_write;
 SELECT kairoi_job_set('savepoint-undone', '2030-05-01 00:00:00+00');
 ROLLBACK TO SAVEPOINT first_write;
 SELECT kairoi_job_set('after-savepoint', '2030-05-01 00:00:00+00');
-ALTER TABLE kairoi.outbox SET (fillfactor = 90);
+ALTER TABLE kairoi.pending_jobs SET (fillfactor = 90);
 SELECT kairoi_job_set('after-alter', '2030-05-02 00:00:00+00');
-ALTER TABLE kairoi.outbox RESET (fillfactor);
+ALTER TABLE kairoi.pending_jobs RESET (fillfactor);
 COMMIT;
 BEGIN;
 SELECT kairoi_job_set('truncated', '2030-05-03 00:00:00+00');
-TRUNCATE kairoi.outbox;
+TRUNCATE kairoi.pending_jobs;
 SELECT kairoi_job_set('after-truncate', '2030-05-03 00:00:00+00');
 SELECT identifier FROM kairoi_pending ORDER BY seq;
 ROLLBACK;
 SELECT identifier FROM kairoi_pending ORDER BY seq;
-SELECT reloptions FROM pg_class WHERE oid = 'kairoi.outbox'::regclass;
+SELECT reloptions FROM pg_class WHERE oid = 'kairoi.pending_jobs'::regclass;
 \! $KCTL fault refuse=false >/dev/null
 SELECT kairoi_flush('30 seconds');
 \copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
@@ -95,14 +95,14 @@ TRUNCATE kairoi_test.server_jobs;
 -- Columns added to the outbox and dropped again, as an upgrade script
 -- might: what is written and delivered is unchanged
 \! $KCTL fault refuse=true >/dev/null
-ALTER TABLE kairoi.outbox ADD COLUMN junk text DEFAULT 'junk',
+ALTER TABLE kairoi.pending_jobs ADD COLUMN junk text DEFAULT 'junk',
 	ADD COLUMN junk_number int DEFAULT 7;
 SELECT kairoi_job_set('with-added-columns', '2030-06-01 00:00:00+00');
-ALTER TABLE kairoi.outbox DROP COLUMN junk, DROP COLUMN junk_number;
+ALTER TABLE kairoi.pending_jobs DROP COLUMN junk, DROP COLUMN junk_number;
 SELECT kairoi_job_set('with-dropped-columns', '2030-06-02 00:00:00+00');
 SELECT kairoi_job_set('with-added-columns', '2030-06-03 00:00:00+00');
 SELECT kind, identifier, arguments, version > 0 AS has_version, attempts,
-	   next_attempt_at, last_error, enqueued_at <= updated_at AS times_in_order
+	   next_attempt_at, last_error, enqueued_at <= now() AS enqueued_in_the_past
 FROM kairoi.outbox ORDER BY seq;
 SELECT * FROM kairoi_test.amcheck_findings();
 \! $KCTL fault refuse=false >/dev/null
@@ -121,7 +121,7 @@ SELECT kairoi_job_set('before-blocks', '2030-07-01 00:00:00+00');
 DO $$
 BEGIN
 	PERFORM kairoi_job_set('block-index', '2030-07-02 00:00:00+00');
-	CREATE INDEX outbox_block_idx ON kairoi.outbox (updated_at);
+	CREATE INDEX queue_block_idx ON kairoi.pending_jobs (enqueued_at);
 	PERFORM kairoi_job_set('block-index-after', '2030-07-02 00:00:00+00');
 	RAISE EXCEPTION 'undo the block';
 EXCEPTION WHEN raise_exception THEN NULL;
@@ -131,7 +131,7 @@ SELECT kairoi_job_set('after-index-block', '2030-07-03 00:00:00+00');
 DO $$
 BEGIN
 	PERFORM kairoi_job_set('block-truncate', '2030-07-04 00:00:00+00');
-	TRUNCATE kairoi.outbox;
+	TRUNCATE kairoi.pending_jobs;
 	PERFORM kairoi_job_set('block-truncate-after', '2030-07-04 00:00:00+00');
 	RAISE EXCEPTION 'undo the block';
 EXCEPTION WHEN raise_exception THEN NULL;
@@ -141,8 +141,8 @@ SELECT kairoi_job_set('after-truncate-block', '2030-07-05 00:00:00+00');
 DO $$
 BEGIN
 	PERFORM kairoi_job_set('block-primary-key', '2030-07-06 00:00:00+00');
-	ALTER TABLE kairoi.outbox DROP CONSTRAINT outbox_pkey;
-	ALTER TABLE kairoi.outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY (seq);
+	ALTER TABLE kairoi.pending_jobs DROP CONSTRAINT pending_jobs_pkey;
+	ALTER TABLE kairoi.pending_jobs ADD CONSTRAINT pending_jobs_pkey PRIMARY KEY (seq);
 	PERFORM kairoi_job_set('block-primary-key-after', '2030-07-06 00:00:00+00');
 	RAISE EXCEPTION 'undo the block';
 EXCEPTION WHEN raise_exception THEN NULL;
@@ -152,8 +152,8 @@ SELECT kairoi_job_set('after-primary-key-block', '2030-07-07 00:00:00+00');
 DO $$
 BEGIN
 	PERFORM kairoi_job_set('kept-block', '2030-07-08 00:00:00+00');
-	ALTER TABLE kairoi.outbox DROP CONSTRAINT outbox_pkey;
-	ALTER TABLE kairoi.outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY (seq);
+	ALTER TABLE kairoi.pending_jobs DROP CONSTRAINT pending_jobs_pkey;
+	ALTER TABLE kairoi.pending_jobs ADD CONSTRAINT pending_jobs_pkey PRIMARY KEY (seq);
 	PERFORM kairoi_job_set('kept-block-after', '2030-07-08 00:00:00+00');
 END;
 $$;
@@ -161,7 +161,7 @@ SELECT kairoi_job_set('after-kept-block', '2030-07-09 00:00:00+00');
 COMMIT;
 SELECT identifier FROM kairoi_pending ORDER BY seq;
 SELECT indexrelid::regclass AS outbox_index FROM pg_index
-WHERE indrelid = 'kairoi.outbox'::regclass ORDER BY 1;
+WHERE indrelid = 'kairoi.pending_jobs'::regclass ORDER BY 1;
 SELECT * FROM kairoi_test.amcheck_findings();
 -- every entry is found through the primary key, as the worker reads
 SET enable_seqscan = off;

@@ -10,6 +10,8 @@ CREATE TABLE hostile.outbox (kind "char", identifier text, arguments text[],
 	seq bigint, version bigint, enqueued_at timestamptz, updated_at timestamptz,
 	attempts int, next_attempt_at timestamptz, last_error text);
 CREATE TABLE hostile.failed (LIKE hostile.outbox);
+CREATE TABLE hostile.pending_jobs (LIKE kairoi.pending_jobs);
+CREATE TABLE hostile.pending_rules (LIKE kairoi.pending_rules);
 CREATE FUNCTION hostile.trap() RETURNS boolean LANGUAGE plpgsql
 	AS $$ BEGIN RAISE EXCEPTION 'a hostile object was used'; END $$;
 CREATE FUNCTION hostile.char_eq("char", "char") RETURNS boolean LANGUAGE sql
@@ -42,7 +44,7 @@ GRANT INSERT ON kairoi_test.hostile_orders TO kairoi_test_hostile;
 CREATE TRIGGER reminder AFTER INSERT ON kairoi_test.hostile_orders
 	FOR EACH ROW EXECUTE FUNCTION kairoi_job_trigger('hostile-trigger-', 'id', 'at');
 
--- A failed entry, so that the supersede statement runs too
+-- A failed entry, so that the worker's supersede statement runs too
 INSERT INTO kairoi.failed (kind, identifier, arguments, version, enqueued_at, attempts, reason)
 VALUES ('j', 'hostile-1', '{"2029-01-01 00:00:00"}', 1, now(), 3, 'test');
 
@@ -62,22 +64,30 @@ INSERT INTO kairoi_test.hostile_orders VALUES (1, '2030-01-03 00:00:00+00');
 SET search_path = pg_temp, hostile;
 CREATE TEMP TABLE outbox (LIKE hostile.outbox);
 CREATE TEMP TABLE failed (LIKE hostile.outbox);
+CREATE TEMP TABLE pending_jobs (LIKE hostile.pending_jobs);
+CREATE TEMP TABLE pending_rules (LIKE hostile.pending_rules);
 SELECT public.kairoi_job_set('hostile-4', '2030-01-04 00:00:00+00');
 SELECT public.kairoi_job_set_many(ARRAY['hostile-5'], ARRAY['2030-01-05']::timestamptz[]);
 INSERT INTO kairoi_test.hostile_orders VALUES (2, '2030-01-06 00:00:00+00');
 SELECT count(*) AS hostile_rows FROM (
 	SELECT 1 FROM hostile.outbox UNION ALL SELECT 1 FROM hostile.failed
-	UNION ALL SELECT 1 FROM pg_temp.outbox UNION ALL SELECT 1 FROM pg_temp.failed) t;
-DROP TABLE pg_temp.outbox, pg_temp.failed;
+	UNION ALL SELECT 1 FROM hostile.pending_jobs
+	UNION ALL SELECT 1 FROM hostile.pending_rules
+	UNION ALL SELECT 1 FROM pg_temp.outbox UNION ALL SELECT 1 FROM pg_temp.failed
+	UNION ALL SELECT 1 FROM pg_temp.pending_jobs
+	UNION ALL SELECT 1 FROM pg_temp.pending_rules) t;
+DROP TABLE pg_temp.outbox, pg_temp.failed, pg_temp.pending_jobs,
+	pg_temp.pending_rules;
 RESET search_path;
 RESET ROLE;
 
--- Everything went to the real outbox; the failed entry was superseded
+-- Everything went to the real queue; the failed entry is superseded
+-- once the new value is acknowledged
 SELECT kind, identifier, arguments FROM kairoi_pending ORDER BY seq;
-SELECT count(*) AS failed FROM kairoi_failed;
 
 \! $KCTL fault refuse=false >/dev/null
 SELECT kairoi_flush('30 seconds');
+SELECT count(*) AS failed FROM kairoi_failed;
 \copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
 SELECT identifier, execution FROM kairoi_test.server_jobs ORDER BY identifier;
 

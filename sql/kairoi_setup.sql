@@ -79,11 +79,12 @@ DECLARE
 	index regclass;
 BEGIN
 	RETURN QUERY
-		SELECT format('%s: (%s,%s): %s', t, blkno, offnum, msg)
-		FROM unnest(ARRAY['kairoi.outbox', 'kairoi.failed']::regclass[]) AS t,
-			 LATERAL verify_heapam(t);
-	FOR index IN SELECT indexrelid FROM pg_index
-				 WHERE indrelid IN ('kairoi.outbox'::regclass, 'kairoi.failed'::regclass)
+		SELECT format('%s: (%s,%s): %s', t.oid::regclass, blkno, offnum, msg)
+		FROM pg_class t, LATERAL verify_heapam(t.oid)
+		WHERE t.relnamespace = 'kairoi'::regnamespace AND t.relkind = 'r';
+	FOR index IN SELECT i.indexrelid FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+				 WHERE t.relnamespace = 'kairoi'::regnamespace AND t.relkind = 'r'
+				 ORDER BY 1
 	LOOP
 		BEGIN
 			PERFORM bt_index_check(index, true);

@@ -26,6 +26,7 @@
 
 #include "at_commit.h"
 #include "guc.h"
+#include "outbox.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(kairoi_status);
@@ -56,6 +57,8 @@ state_name(KairoiWorkerState state)
 			return "disconnected: waiting to reconnect";
 		case KAIROI_STATE_IDLE:
 			return "idle: connection closed, nothing to deliver";
+		case KAIROI_STATE_OUTDATED:
+			return "not delivering: run ALTER EXTENSION kairoi UPDATE in this database";
 	}
 	return "unknown";
 }
@@ -186,10 +189,30 @@ query_one_row(const char *sql, int ncolumns, Datum *values, bool *nulls)
 	SPI_finish();
 }
 
-static const char *const outbox_summary_sql =
-"SELECT (SELECT count(*) FROM kairoi.outbox), "
-"       (SELECT count(*) FROM kairoi.failed), "
-"       now() - (SELECT min(updated_at) FROM kairoi.outbox)";
+/*
+ * pending, failed and oldest_pending_age: counts that cost the same
+ * however long the queue is (exact up to OUTBOX_EXACT_COUNT, estimated
+ * beyond), and the age of the entry at the head of the queue (the first
+ * row of each table's primary key).  NULL while the extension in this
+ * database is older than the library.
+ */
+static void
+queue_summary(Datum *values, bool *nulls)
+{
+	bool		estimated;
+
+	if (!outbox_is_current())
+	{
+		nulls[0] = nulls[1] = nulls[2] = true;
+		return;
+	}
+	values[0] = Int64GetDatum(outbox_count_pending(&estimated));
+	values[1] = Int64GetDatum(outbox_count_failed(&estimated));
+	query_one_row("SELECT now() - LEAST("
+				  "  (SELECT enqueued_at FROM kairoi.pending_jobs ORDER BY seq LIMIT 1), "
+				  "  (SELECT enqueued_at FROM kairoi.pending_rules ORDER BY seq LIMIT 1))",
+				  1, &values[2], &nulls[2]);
+}
 
 /*
  * The six columns kairoi_status() and kairoi_workers() share, in this
@@ -232,7 +255,7 @@ kairoi_status(PG_FUNCTION_ARGS)
 	values[3] = DirectFunctionCall1(namein,
 									CStringGetDatum(get_database_name(MyDatabaseId)));
 	activity_columns(&view.copy, &values[4], &nulls[4]);
-	query_one_row(outbox_summary_sql, 3, &values[10], &nulls[10]);
+	queue_summary(&values[10], &nulls[10]);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values,
 													  nulls)));
@@ -323,49 +346,61 @@ check_flush_is_possible(WorkerView *view)
 
 /*
  * What kairoi_flush waits for: the rows committed before the call.  They
- * have seq <= max_seq and version <= max_version as read at the call (a row
- * replaced after the call has a larger version and is not waited for).
+ * took their seq and version from kairoi.outbox_seq before the call, so
+ * both are at most its last value then (bound); a row replaced after the
+ * call has a larger version and is not waited for (a row written by a
+ * transaction still open at the call, which commits during the wait, is).
  * Rows below low_seq are known to be gone, so each check starts there and
  * the whole wait reads the queue about once, however long it is.
  */
 typedef struct FlushTarget
 {
-	int64		max_seq;
-	int64		max_version;
+	int64		bound;
 	int64		low_seq;
 } FlushTarget;
 
+/* The entries waited for, of those at low_seq or after */
 static char *
-pending_condition(const FlushTarget *target)
+waited_for(const FlushTarget *target)
 {
 	return psprintf("seq >= " INT64_FORMAT " AND seq <= " INT64_FORMAT
 					" AND version <= " INT64_FORMAT,
-					target->low_seq, target->max_seq, target->max_version);
+					target->low_seq, target->bound, target->bound);
 }
 
 /* Is anything still pending?  Advances target->low_seq. */
 static bool
 still_pending(FlushTarget *target)
 {
+	char	   *condition = waited_for(target);
 	Datum		value;
 	bool		isnull;
 
-	query_one_row(psprintf("SELECT min(seq) FROM kairoi.outbox WHERE %s",
-						   pending_condition(target)), 1, &value, &isnull);
+	query_one_row(psprintf("SELECT LEAST("
+						   "  (SELECT seq FROM kairoi.pending_jobs WHERE %s ORDER BY seq LIMIT 1), "
+						   "  (SELECT seq FROM kairoi.pending_rules WHERE %s ORDER BY seq LIMIT 1))",
+						   condition, condition),
+				  1, &value, &isnull);
 	if (isnull)
 		return false;
 	target->low_seq = DatumGetInt64(value);
 	return true;
 }
 
+/* Entries still pending, for the error message: up to OUTBOX_EXACT_COUNT */
 static int64
 count_pending(const FlushTarget *target)
 {
+	char	   *condition = waited_for(target);
 	Datum		value;
 	bool		isnull;
 
-	query_one_row(psprintf("SELECT count(*) FROM kairoi.outbox WHERE %s",
-						   pending_condition(target)), 1, &value, &isnull);
+	query_one_row(psprintf("SELECT count(*) FROM ("
+						   "  SELECT FROM kairoi.pending_jobs WHERE %s UNION ALL "
+						   "  SELECT FROM kairoi.pending_rules WHERE %s "
+						   "  LIMIT " CppAsString2(OUTBOX_EXACT_COUNT) ") AS bounded",
+						   condition, condition),
+				  1, &value, &isnull);
 	return DatumGetInt64(value);
 }
 
@@ -397,8 +432,9 @@ report_timeout(int64 timeout_ms, const FlushTarget *target)
 	get_worker_view(&view);
 	ereport(ERROR,
 			(errcode(ERRCODE_QUERY_CANCELED),
-			 errmsg("kairoi_flush timed out after " INT64_FORMAT " ms with " INT64_FORMAT " entries not yet acknowledged",
-					timeout_ms, pending),
+			 errmsg("kairoi_flush timed out after " INT64_FORMAT " ms with %s" INT64_FORMAT " entries not yet acknowledged",
+					timeout_ms,
+					pending >= OUTBOX_EXACT_COUNT ? "at least " : "", pending),
 			 errdetail("Worker: %s; server %s; last error: %s%s%s.",
 					   view.state,
 					   view.serves_this_database ? view.copy.server : kairoi_server,
@@ -415,8 +451,8 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	WorkerView	view;
 	int64		timeout_ms;
 	TimestampTz start = GetCurrentTimestamp();
-	Datum		maxima[2];
-	bool		empty[2];
+	Datum		bound;
+	bool		isnull;
 	FlushTarget target;
 	bool		wake_worker = true;
 
@@ -434,12 +470,10 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	get_worker_view(&view);
 	check_flush_is_possible(&view);
 
-	query_one_row("SELECT max(seq), max(version) FROM kairoi.outbox", 2,
-				  maxima, empty);
-	if (empty[0])
-		PG_RETURN_VOID();
-	target.max_seq = DatumGetInt64(maxima[0]);
-	target.max_version = DatumGetInt64(maxima[1]);
+	outbox_require_current("kairoi_flush");
+	query_one_row("SELECT last_value FROM kairoi.outbox_seq", 1, &bound,
+				  &isnull);
+	target.bound = DatumGetInt64(bound);
 	target.low_seq = 0;
 
 	/*
@@ -469,6 +503,6 @@ kairoi_flush(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	ConditionVariableCancelSleep();
-	report_rejections(target.max_version, start);
+	report_rejections(target.bound, start);
 	PG_RETURN_VOID();
 }

@@ -1,24 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.c
- *	  Enqueueing into kairoi.outbox, and the worker's bookkeeping of
- *	  rejected entries, all in SQL run through saved SPI plans.
+ *	  Enqueueing into the queue (kairoi.pending_jobs, kairoi.pending_rules)
+ *	  through saved SPI plans, which version of the extension's tables this
+ *	  database has, and counting the queue without reading it all.
  *
- *	  User backends only ever insert or replace their own pending rows, with
- *	  INSERT ... ON CONFLICT DO UPDATE, and supersede failed entries.  The
- *	  executor does the upsert: the speculative insertion and its retry, the
- *	  unique check, index maintenance, dropped columns, subtransactions and
- *	  DDL (the plan cache re-plans after any change to the tables).  An
- *	  earlier release did the same with heap primitives and got each of
- *	  these wrong at least once (docs/design.md); the executor's path is
- *	  the one that every supported PostgreSQL version keeps correct.
+ *	  User backends only ever insert or replace their own pending rows,
+ *	  with INSERT ... ON CONFLICT DO UPDATE.  The executor does the upsert:
+ *	  the speculative insertion and its retry, the unique check, index
+ *	  maintenance, dropped columns, subtransactions and DDL (the plan cache
+ *	  re-plans after any change to the tables).  An earlier release did the
+ *	  same with heap primitives and got each of these wrong at least once
+ *	  (docs/design.md); the executor's path is the one that every supported
+ *	  PostgreSQL version keeps correct.
+ *
+ *	  What a call costs is kept to the upsert itself: one value of the
+ *	  sequence (taken here, used for seq and version), every column given
+ *	  as a parameter, no other statement.  Failed entries of an identifier
+ *	  scheduled again are superseded by the worker once the new value is
+ *	  acknowledged (outbox_direct.c), not here.
  *
  *	  The delivery worker reads due rows and deletes acknowledged ones
- *	  through outbox_direct.c, and records rejections here.  It never waits
- *	  for a row lock: reading takes none, and its writes skip rows locked by
- *	  other transactions, so an application's long transaction never stalls
- *	  delivery of anything else.  A row it could not delete stays and is
- *	  sent again later.
+ *	  through outbox_direct.c, and records rejections in rejections.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,111 +30,142 @@
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/sequence.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "utils/array.h"
+#include "utils/datetime.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
-#include "utils/timestamp.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 
-#include "guc.h"
 #include "outbox.h"
+#include "outbox_1_1.h"
 
 /*
- * Insert, or replace the pending value of the same (kind, identifier).  A
- * replacement keeps seq (the row's place in the queue), renews version and
- * forgets earlier rejections: it is a new value.
+ * Every name in these statements is schema-qualified, operators and
+ * functions included, and ON CONFLICT infers its index from a plain
+ * column: the scheduling functions are SECURITY DEFINER without a fixed
+ * search_path (that would cost a GUC save and restore per call), and the
+ * statements must mean the same under any search_path a caller sets.
+ * Column defaults are none: every value is a parameter.
  *
- * The scheduling functions are SECURITY DEFINER without a fixed
- * search_path (that would cost a GUC save and restore per call), so the
- * statements they run here must mean the same under any search_path a
- * caller sets: every relation, function and operator is schema-qualified
- * (OPERATOR(pg_catalog.=), pg_catalog.min), column defaults are stored
- * resolved, and ON CONFLICT infers the unique index from plain columns.
- * Nothing else is looked up by name.
+ * A replacement keeps seq (the row's place in the queue) and enqueued_at,
+ * and takes the new version: a new value, whose earlier rejections no
+ * longer count (they were for another version).
  */
-#define ENQUEUE_UPSERT \
-"ON CONFLICT (kind, identifier) DO UPDATE " \
-"SET arguments = excluded.arguments, version = excluded.version, " \
-"    updated_at = excluded.updated_at, attempts = 0, " \
-"    next_attempt_at = NULL, last_error = NULL "
+static const char *const enqueue_job_sql =
+"INSERT INTO kairoi.pending_jobs AS q "
+"  (seq, version, identifier, execution, enqueued_at) "
+"VALUES ($1, $1, $2, $3, $4) "
+"ON CONFLICT (identifier) DO UPDATE "
+"SET version = excluded.version, execution = excluded.execution "
+"RETURNING q.seq";
 
-static const char *const enqueue_sql =
-"INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
-"VALUES ($1, $2, $3) " ENQUEUE_UPSERT
-"RETURNING seq";
+static const char *const enqueue_rule_sql =
+"INSERT INTO kairoi.pending_rules AS q "
+"  (seq, version, identifier, arguments, enqueued_at) "
+"VALUES ($1, $1, $2, $3, $4) "
+"ON CONFLICT (identifier) DO UPDATE "
+"SET version = excluded.version, arguments = excluded.arguments "
+"RETURNING q.seq";
 
 /*
- * Many jobs, identifiers unique, in queue order; executions already
- * formatted.  Returns the lowest seq written.
+ * Many jobs, identifiers unique, in queue order: a value of the sequence
+ * for each, in that order.  Returns the lowest seq written.
  */
 static const char *const enqueue_jobs_sql =
 "WITH written AS ("
-"  INSERT INTO kairoi.outbox AS o (kind, identifier, arguments) "
-"  SELECT 'j', u.identifier, ARRAY[u.execution] "
-"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-"                 pg_catalog.unnest($2::pg_catalog.text[])) "
-"       AS u(identifier, execution) "
-"  " ENQUEUE_UPSERT
-"  RETURNING seq) "
+"  INSERT INTO kairoi.pending_jobs AS q "
+"    (seq, version, identifier, execution, enqueued_at) "
+"  SELECT n.v, n.v, n.identifier, n.execution, $3 "
+"  FROM (SELECT pg_catalog.nextval('kairoi.outbox_seq'::pg_catalog.regclass) AS v, "
+"               u.identifier, u.execution "
+"        FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+"                        pg_catalog.unnest($2::pg_catalog.timestamptz[])) "
+"             AS u(identifier, execution)) AS n "
+"  ON CONFLICT (identifier) DO UPDATE "
+"  SET version = excluded.version, execution = excluded.execution "
+"  RETURNING q.seq) "
 "SELECT pg_catalog.min(seq) FROM written";
 
 /*
- * A new value supersedes the failed entries of its identifier: retrying
- * one later would overwrite the newer value on the server.
+ * What this backend knows of the extension's relations in this database,
+ * found once and forgotten when any of them changes (ALTER EXTENSION
+ * UPDATE, DROP EXTENSION): whether the queue is 1.2's, and the sequence
+ * that numbers it.
  */
-static const char *const supersede_sql =
-"DELETE FROM kairoi.failed "
-"WHERE kind OPERATOR(pg_catalog.=) $1 "
-"  AND identifier OPERATOR(pg_catalog.=) ANY ($2)";
+typedef struct OutboxCatalog
+{
+	bool		valid;
+	bool		current;		/* kairoi.pending_jobs exists */
+	Oid			queue_relid;	/* kairoi.pending_jobs, or 1.1's outbox */
+	Oid			seq_relid;		/* kairoi.outbox_seq */
+} OutboxCatalog;
 
-/*
- * The worker's statements.  It runs as superuser with its settings pinned
- * (search_path = pg_catalog, pg_temp: guc.c); its statements name every
- * function, operator and type in pg_catalog as well, so that none could
- * ever resolve to an object an ordinary role created, whatever the path.
- * (Every OPERATOR() has the same precedence: parentheses give the order.)
- */
-static const char *const next_retry_sql =
-"SELECT pg_catalog.min(next_attempt_at) FROM kairoi.outbox "
-"WHERE next_attempt_at OPERATOR(pg_catalog.>) pg_catalog.now()";
+static OutboxCatalog catalog;
 
-/* Count one rejection; the retry delay doubles from $4 up to $5 ms */
-static const char *const reject_sql =
-"UPDATE kairoi.outbox o "
-"SET attempts = o.attempts OPERATOR(pg_catalog.+) 1, last_error = $3, "
-"    next_attempt_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
-"      (LEAST($5::pg_catalog.float8, "
-"             $4::pg_catalog.float8 OPERATOR(pg_catalog.*) "
-"             pg_catalog.power(2::pg_catalog.float8, "
-"                              o.attempts::pg_catalog.float8)) "
-"       OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) "
-"WHERE o.seq OPERATOR(pg_catalog.=) ANY ("
-"  SELECT seq FROM kairoi.outbox "
-"  WHERE seq OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2 "
-"  FOR UPDATE SKIP LOCKED) "
-"RETURNING o.attempts";
+static void
+forget_catalog(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == catalog.queue_relid ||
+		relid == catalog.seq_relid)
+		catalog.valid = false;
+}
 
-static const char *const move_to_failed_sql =
-"WITH moved AS ("
-"  DELETE FROM kairoi.outbox WHERE seq OPERATOR(pg_catalog.=) $1 "
-"  RETURNING kind, identifier, arguments, version, enqueued_at, attempts, "
-"            last_error) "
-"INSERT INTO kairoi.failed "
-"  (kind, identifier, arguments, version, enqueued_at, attempts, reason) "
-"SELECT * FROM moved";
+static const OutboxCatalog *
+get_catalog(void)
+{
+	static bool callback_registered = false;
+	Oid			namespace;
 
-/*
- * Prepare a statement once per backend and keep it.  The plan cache
- * re-plans it if the extension's tables are dropped and re-created.
- */
-static SPIPlanPtr
-prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+	if (catalog.valid)
+		return &catalog;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_catalog, (Datum) 0);
+		callback_registered = true;
+	}
+	namespace = get_namespace_oid("kairoi", false);
+	catalog.queue_relid = get_relname_relid("pending_jobs", namespace);
+	catalog.current = OidIsValid(catalog.queue_relid);
+	if (!catalog.current)
+		catalog.queue_relid = outbox_relation_oid("outbox");
+	catalog.seq_relid = outbox_relation_oid("outbox_seq");
+	catalog.valid = true;
+	return &catalog;
+}
+
+bool
+outbox_is_current(void)
+{
+	return get_catalog()->current;
+}
+
+void
+outbox_require_current(const char *what)
+{
+	if (!outbox_is_current())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs the kairoi extension at version 1.2 in database \"%s\"",
+						what, get_database_name(MyDatabaseId)),
+				 errdetail("The kairoi library is 1.2, the extension in this database is older."),
+				 errhint("Run ALTER EXTENSION kairoi UPDATE in this database.")));
+}
+
+SPIPlanPtr
+outbox_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
+					Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
@@ -146,51 +180,15 @@ prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	return *plan;
 }
 
-static void
-execute_expecting(SPIPlanPtr plan, Datum *values, const char *nulls,
-				  bool read_only, long count, int expected)
+void
+outbox_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+			   bool read_only, int expected)
 {
-	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, 0);
 
 	if (rc != expected)
-		elog(ERROR, "kairoi: outbox statement failed: %s",
+		elog(ERROR, "kairoi: queue statement failed: %s",
 			 SPI_result_code_string(rc));
-}
-
-/*
- * False if kairoi.failed certainly holds no entry our next statement could
- * see: it has no block (vacuum truncates it once its entries are retried
- * or purged, and a committed row lives in a block).  Nearly always the
- * case, and then the supersede DELETE is not run at all.
- */
-static bool
-failed_may_have_entries(void)
-{
-	Relation	failed = table_open(outbox_relation_oid("failed"),
-									AccessShareLock);
-	BlockNumber nblocks = RelationGetNumberOfBlocks(failed);
-
-	table_close(failed, NoLock);
-	return nblocks > 0;
-}
-
-/*
- * Delete the failed entries of these identifiers (a text[]), inside the
- * caller's SPI connection.  Called after the new values were written, so
- * it runs with a snapshot no older than the write's and sees every failed
- * entry the write could see.
- */
-static void
-supersede_failed(char kind, Datum identifiers)
-{
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
-	Datum		values[2] = {CharGetDatum(kind), identifiers};
-
-	if (!failed_may_have_entries())
-		return;
-	prepare_once(&plan, supersede_sql, 2, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_DELETE);
 }
 
 /* The int8 in the first column of the first row SPI returned */
@@ -205,29 +203,52 @@ first_int8_result(void)
 	return DatumGetInt64(value);
 }
 
-int64
-outbox_enqueue(char kind, text *identifier, Datum arguments)
+/* One entry: $1 a new value of the sequence, $2 identifier, $3 value */
+static int64
+enqueue_one(SPIPlanPtr *plan, const char *sql, Oid value_type,
+			text *identifier, Datum value)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[3] = {CHAROID, TEXTOID, TEXTARRAYOID};
-	Datum		values[3] = {CharGetDatum(kind), PointerGetDatum(identifier),
-	arguments};
-	Datum		identifier_datum = PointerGetDatum(identifier);
+	Oid			argtypes[4] = {INT8OID, TEXTOID, value_type, TIMESTAMPTZOID};
+	Datum		values[4];
 	int64		seq;
 
-	PreventCommandIfReadOnly("INSERT");
+	values[0] = Int64GetDatum(nextval_internal(catalog.seq_relid, false));
+	values[1] = PointerGetDatum(identifier);
+	values[2] = value;
+	values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	SPI_connect();
-	prepare_once(&plan, enqueue_sql, 3, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	outbox_prepare_once(plan, sql, 4, argtypes);
+	outbox_execute(*plan, values, NULL, false, SPI_OK_INSERT_RETURNING);
 	seq = first_int8_result();
-	supersede_failed(kind, PointerGetDatum(construct_array(&identifier_datum, 1,
-														   TEXTOID, -1, false,
-														   TYPALIGN_INT)));
 	SPI_finish();
 	return seq;
 }
 
-/* Hash table entry of outbox_enqueue_jobs: an identifier's first position */
+int64
+outbox_enqueue_job(text *identifier, TimestampTz execution)
+{
+	static SPIPlanPtr plan = NULL;
+
+	PreventCommandIfReadOnly("INSERT");
+	if (!get_catalog()->current)
+		return outbox_1_1_enqueue_job(identifier, execution);
+	return enqueue_one(&plan, enqueue_job_sql, TIMESTAMPTZOID, identifier,
+					   TimestampTzGetDatum(execution));
+}
+
+int64
+outbox_enqueue_rule(text *identifier, Datum arguments)
+{
+	static SPIPlanPtr plan = NULL;
+
+	PreventCommandIfReadOnly("INSERT");
+	if (!get_catalog()->current)
+		return outbox_1_1_enqueue_rule(identifier, arguments);
+	return enqueue_one(&plan, enqueue_rule_sql, TEXTARRAYOID, identifier,
+					   arguments);
+}
+
+/* Hash table entry of deduplicate_jobs: an identifier's first position */
 typedef struct IdentifierSlot
 {
 	text	   *identifier;		/* key: points into the caller's array */
@@ -297,81 +318,57 @@ int64
 outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			argtypes[2] = {TEXTARRAYOID, TEXTARRAYOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZOID};
+	Datum		values[3];
 	int64		seq;
 
 	PreventCommandIfReadOnly("INSERT");
 	n = deduplicate_jobs(identifiers, executions, n);
+	if (!get_catalog()->current)
+		return outbox_1_1_enqueue_jobs(identifiers, executions, n);
 	values[0] = PointerGetDatum(construct_array(identifiers, n, TEXTOID, -1,
 												false, TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(executions, n, TEXTOID, -1,
-												false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(executions, n, TIMESTAMPTZOID,
+												sizeof(TimestampTz),
+												FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	values[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 
 	SPI_connect();
-	prepare_once(&plan, enqueue_jobs_sql, 2, argtypes);
-	execute_expecting(plan, values, NULL, false, 0, SPI_OK_SELECT);
+	outbox_prepare_once(&plan, enqueue_jobs_sql, 3, argtypes);
+	outbox_execute(plan, values, NULL, false, SPI_OK_SELECT);
 	seq = first_int8_result();
-	supersede_failed(OUTBOX_KIND_JOB, values[0]);
 	SPI_finish();
 	return seq;
 }
 
-TimestampTz
-outbox_next_retry_at(void)
+void
+kairoi_format_execution(TimestampTz execution, char *buf)
 {
-	static SPIPlanPtr plan = NULL;
-	TimestampTz result = 0;
-	bool		isnull;
-	Datum		value;
+	struct pg_tm tm;
+	fsec_t		fsec;
 
-	SPI_connect();
-	prepare_once(&plan, next_retry_sql, 0, NULL);
-	execute_expecting(plan, NULL, NULL, true, 0, SPI_OK_SELECT);
-	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-						  &isnull);
-	if (!isnull)
-		result = DatumGetTimestampTz(value);
-	SPI_finish();
-	return result;
+	if (timestamp2tm(execution, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	snprintf(buf, KAIROI_EXECUTION_LEN + 1, "%04d-%02d-%02d %02d:%02d:%02d",
+			 tm.tm_year, tm.tm_mon, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-bool
-outbox_record_rejection(int64 seq, int64 version, const char *reason)
+Oid
+outbox_relation_oid(const char *name)
 {
-	static SPIPlanPtr reject_plan = NULL;
-	static SPIPlanPtr move_plan = NULL;
-	Oid			reject_types[5] = {INT8OID, INT8OID, TEXTOID, INT4OID, INT4OID};
-	Datum		reject_values[5] = {Int64GetDatum(seq), Int64GetDatum(version),
-		CStringGetTextDatum(reason), Int32GetDatum(kairoi_backoff_min_ms),
-	Int32GetDatum(kairoi_backoff_max_ms)};
-	bool		moved = false;
+	Oid			relid = get_relname_relid(name,
+										  get_namespace_oid("kairoi", false));
 
-	SPI_connect();
-	prepare_once(&reject_plan, reject_sql, 5, reject_types);
-	execute_expecting(reject_plan, reject_values, NULL, false, 0,
-					  SPI_OK_UPDATE_RETURNING);
-	/* Nothing updated: replaced meanwhile (send the new value) or locked */
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		int32		attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-														   SPI_tuptable->tupdesc,
-														   1, &isnull));
-
-		if (attempts >= kairoi_max_attempts)
-		{
-			Oid			move_types[1] = {INT8OID};
-			Datum		move_values[1] = {Int64GetDatum(seq)};
-
-			prepare_once(&move_plan, move_to_failed_sql, 1, move_types);
-			execute_expecting(move_plan, move_values, NULL, false, 0,
-							  SPI_OK_INSERT);
-			moved = true;
-		}
-	}
-	SPI_finish();
-	return moved;
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"kairoi.%s\" does not exist", name),
+				 errhint("The kairoi extension is damaged: reinstall it.")));
+	return relid;
 }
 
 /*
@@ -399,7 +396,7 @@ outbox_extension_exists(void)
 	return found;
 }
 
-/* Run a read-only one-value query prepared once */
+/* Run a read-only one-value query prepared once: a bool or an int8 */
 static Datum
 query_single_value(SPIPlanPtr *plan, const char *sql)
 {
@@ -407,12 +404,12 @@ query_single_value(SPIPlanPtr *plan, const char *sql)
 	bool		isnull;
 
 	SPI_connect();
-	prepare_once(plan, sql, 0, NULL);
-	execute_expecting(*plan, NULL, NULL, true, 0, SPI_OK_SELECT);
+	outbox_prepare_once(plan, sql, 0, NULL);
+	outbox_execute(*plan, NULL, NULL, true, SPI_OK_SELECT);
 	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 						  &isnull);
 	SPI_finish();
-	return value;				/* a pass-by-value bool or int8 */
+	return value;
 }
 
 bool
@@ -421,14 +418,68 @@ outbox_has_entries(void)
 	static SPIPlanPtr plan = NULL;
 
 	return DatumGetBool(query_single_value(&plan,
-										   "SELECT EXISTS (SELECT FROM kairoi.outbox)"));
+										   "SELECT EXISTS (SELECT FROM kairoi.pending_jobs) "
+										   "    OR EXISTS (SELECT FROM kairoi.pending_rules)"));
+}
+
+/*
+ * The rows of a relation as the planner would estimate them: the density
+ * of rows per page that the last VACUUM or ANALYZE found, times the pages
+ * the relation has now; at least floor (what was counted) when the
+ * relation has no statistics yet.
+ */
+static int64
+estimated_rows(const char *name, int64 floor)
+{
+	Relation	rel = table_open(outbox_relation_oid(name), AccessShareLock);
+	BlockNumber pages = RelationGetNumberOfBlocks(rel);
+	double		tuples = 0;
+
+	if (rel->rd_rel->relpages > 0 && rel->rd_rel->reltuples >= 0)
+		tuples = rel->rd_rel->reltuples / rel->rd_rel->relpages * pages;
+	table_close(rel, AccessShareLock);
+	return Max((int64) tuples, floor);
+}
+
+/*
+ * Rows of a relation, counted up to OUTBOX_EXACT_COUNT + 1 (sql counts
+ * with that LIMIT), estimated beyond.
+ */
+static int64
+bounded_count(SPIPlanPtr *plan, const char *sql, const char *name,
+			  bool *estimated)
+{
+	int64		exact = DatumGetInt64(query_single_value(plan, sql));
+
+	if (exact <= OUTBOX_EXACT_COUNT)
+		return exact;
+	*estimated = true;
+	return estimated_rows(name, exact);
+}
+
+#define BOUNDED_COUNT_SQL(relation) \
+	"SELECT pg_catalog.count(*) FROM (SELECT FROM " relation " LIMIT " \
+	CppAsString2(OUTBOX_EXACT_COUNT) " + 1) AS bounded"
+
+int64
+outbox_count_pending(bool *estimated)
+{
+	static SPIPlanPtr jobs_plan = NULL;
+	static SPIPlanPtr rules_plan = NULL;
+
+	*estimated = false;
+	return bounded_count(&jobs_plan, BOUNDED_COUNT_SQL("kairoi.pending_jobs"),
+						 "pending_jobs", estimated) +
+		bounded_count(&rules_plan, BOUNDED_COUNT_SQL("kairoi.pending_rules"),
+					  "pending_rules", estimated);
 }
 
 int64
-outbox_count_entries(void)
+outbox_count_failed(bool *estimated)
 {
 	static SPIPlanPtr plan = NULL;
 
-	return DatumGetInt64(query_single_value(&plan,
-											"SELECT pg_catalog.count(*) FROM kairoi.outbox"));
+	*estimated = false;
+	return bounded_count(&plan, BOUNDED_COUNT_SQL("kairoi.failed"), "failed",
+						 estimated);
 }

@@ -34,6 +34,7 @@
 typedef struct InFlight
 {
 	uint64		request_number; /* hash key; the request id in base 36 */
+	char		kind;
 	int64		seq;
 	int64		version;
 	ItemPointerData tid;		/* the row version read, for the delete */
@@ -71,6 +72,7 @@ answers_append(AnswerList *list, const InFlight *item)
 		list->items = repalloc_huge(list->items,
 									list->capacity * sizeof(Answer));
 	}
+	list->items[list->count].kind = item->kind;
 	list->items[list->count].seq = item->seq;
 	list->items[list->count].version = item->version;
 	list->items[list->count].tid = item->tid;
@@ -135,6 +137,7 @@ in_flight_add(Pipeline *p, uint64 request_number, const OutboxEntry *entry)
 	Assert(!found);
 	if (p->n_in_flight == 0)
 		p->last_progress = GetCurrentTimestamp();	/* the clock starts now */
+	item->kind = entry->kind;
 	item->seq = entry->seq;
 	item->version = entry->version;
 	item->tid = entry->tid;

@@ -19,14 +19,10 @@
 
 #include "connection.h"
 #include "kcp.h"
+#include "outbox.h"
 
-/* An answer to apply to the outbox */
-typedef struct Answer
-{
-	int64		seq;
-	int64		version;
-	ItemPointerData tid;		/* the row version read, for the delete */
-} Answer;
+/* An answer to apply to the queue: what it answers */
+typedef OutboxSent Answer;
 
 typedef struct AnswerList
 {

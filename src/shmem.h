@@ -27,7 +27,8 @@ typedef enum KairoiWorkerState
 	KAIROI_STATE_CONNECTING,
 	KAIROI_STATE_CONNECTED,
 	KAIROI_STATE_BACKOFF,		/* waiting before the next connection attempt */
-	KAIROI_STATE_IDLE			/* connection closed after kairoi.idle_timeout */
+	KAIROI_STATE_IDLE,			/* connection closed after kairoi.idle_timeout */
+	KAIROI_STATE_OUTDATED		/* the extension is older than the library */
 } KairoiWorkerState;
 
 /* Why the launcher runs no worker for a database that has the extension */

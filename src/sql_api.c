@@ -36,6 +36,7 @@ PG_FUNCTION_INFO_V1(kairoi_rule_set);
 PG_FUNCTION_INFO_V1(kairoi_rule_set_shell);
 PG_FUNCTION_INFO_V1(kairoi_rule_set_amqp);
 PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
+PG_FUNCTION_INFO_V1(kairoi_library_version);
 
 /*
  * Largest identifier, pattern or runner argument, in UTF-8 bytes.  The
@@ -251,16 +252,12 @@ get_array_argument(FunctionCallInfo fcinfo, int argno, ArgumentRef ref,
 
 /*
  * Round a timestamp up to the next whole second (a job must never fire
- * before the time asked for), check that the server can store it, and
- * format it as UTC "YYYY-MM-DD HH:MM:SS".
+ * before the time asked for) and check that the server can store it.
  */
-static text *
-format_execution(TimestampTz execution, ArgumentRef ref)
+static TimestampTz
+check_execution(TimestampTz execution, ArgumentRef ref)
 {
 	int64		secs;
-	struct pg_tm tm;
-	fsec_t		fsec;
-	char		buf[MAXDATELEN + 1];
 
 	if (TIMESTAMP_NOT_FINITE(execution))
 		ereport(ERROR,
@@ -284,17 +281,7 @@ format_execution(TimestampTz execution, ArgumentRef ref)
 						   timestamptz_to_str(secs * USECS_PER_SEC)),
 				 errhint("Kairoi stores times from 1677-09-21 00:12:44 to "
 						 "2262-04-11 23:47:16 UTC.")));
-
-	if (timestamp2tm(secs * USECS_PER_SEC, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("argument \"%s\" of %s cannot be converted to UTC",
-						ref.name, ref.function)));
-
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02d %02d:%02d:%02d",
-			 tm.tm_year, tm.tm_mon, tm.tm_mday,
-			 tm.tm_hour, tm.tm_min, tm.tm_sec);
-	return cstring_to_text(buf);
+	return secs * USECS_PER_SEC;
 }
 
 static Datum
@@ -369,21 +356,19 @@ enqueue_rule(const char *function, text *identifier, text *pattern,
 		elements[2 + i] = PointerGetDatum(runner_args[i]);
 	}
 
-	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_RULE, identifier,
-									   make_text_array(elements,
-													   2 + nrunner_args)));
+	kairoi_note_enqueue(outbox_enqueue_rule(identifier,
+											make_text_array(elements,
+															2 + nrunner_args)));
 }
 
 void
 kairoi_schedule_job(text *identifier, TimestampTz execution,
 					ArgumentRef identifier_ref, ArgumentRef execution_ref)
 {
-	Datum		formatted;
-
 	check_identifier_argument(identifier, identifier_ref);
-	formatted = PointerGetDatum(format_execution(execution, execution_ref));
-	kairoi_note_enqueue(outbox_enqueue(OUTBOX_KIND_JOB, identifier,
-									   make_text_array(&formatted, 1)));
+	kairoi_note_enqueue(outbox_enqueue_job(identifier,
+										   check_execution(execution,
+														   execution_ref)));
 }
 
 Datum
@@ -448,8 +433,8 @@ kairoi_job_set_many(PG_FUNCTION_ARGS)
 		check_identifier_argument(DatumGetTextPP(identifiers[index]),
 								  identifiers_ref);
 		executions[index] =
-			PointerGetDatum(format_execution(DatumGetTimestampTz(executions[index]),
-											 executions_ref));
+			TimestampTzGetDatum(check_execution(DatumGetTimestampTz(executions[index]),
+												executions_ref));
 	}
 	error_context_stack = callback.previous;
 
@@ -532,6 +517,17 @@ kairoi_rule_set_amqp(PG_FUNCTION_ARGS)
  * Wake the worker when the calling transaction commits, and make it read
  * the outbox from the start: for CREATE EXTENSION and kairoi_retry_failed.
  */
+/*
+ * kairoi._library_version(): the release of the library loaded, which the
+ * script of ALTER EXTENSION kairoi UPDATE TO '1.2' needs (a library loaded
+ * before the package was upgraded does not have this function).
+ */
+Datum
+kairoi_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(KAIROI_LIBRARY_VERSION));
+}
+
 Datum
 kairoi_wake_worker_at_commit(PG_FUNCTION_ARGS)
 {

@@ -286,6 +286,7 @@ kairoi_worker_main(Datum main_arg)
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (!worker_start_serving(database))
 		proc_exit(0);
+	worker_wait_for_extension_update();
 	pgstat_report_appname(psprintf("kairoi worker %s",
 								   NameStr(MyKairoiSlot->datname)));
 	worker_init(&w);

@@ -19,6 +19,9 @@
 #include "commands/dbcommands.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "miscadmin.h"
+#include "utils/wait_event.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -26,6 +29,7 @@
 #include "guc.h"
 #include "outbox.h"
 #include "pipeline.h"
+#include "rejections.h"
 #include "shmem.h"
 #include "worker_internal.h"
 #include "worker_xact.h"
@@ -88,6 +92,7 @@ worker_run_transaction(Worker *w, WorkerTransactionBody body,
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		rejections_invalidate();
 		exit_if_extension_dropped();
 		ereport(LOG,
 				(errmsg("kairoi: could not %s: %s", what, edata->message),
@@ -114,23 +119,15 @@ worker_apply_answers(Worker *w)
 
 	if (acknowledged->count > 0)
 	{
-		int			n = acknowledged->count;
-		ItemPointerData *tids = palloc(n * sizeof(ItemPointerData));
-		int64	   *versions = palloc(n * sizeof(int64));
-
-		for (int i = 0; i < n; i++)
-		{
-			tids[i] = acknowledged->items[i].tid;
-			versions[i] = acknowledged->items[i].version;
-		}
-
 		/*
 		 * A row replaced in flight is not deleted; the replacing commit
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
 		kairoi_count_acknowledged(MyKairoiSlot,
-								  outbox_delete_acknowledged(tids, versions, n));
+								  outbox_delete_acknowledged(acknowledged->items,
+															 acknowledged->count));
+		rejections_forget(acknowledged->items, acknowledged->count);
 	}
 	for (int i = 0; i < rejected->count; i++)
 	{
@@ -138,8 +135,7 @@ worker_apply_answers(Worker *w)
 
 		snprintf(reason, sizeof(reason),
 				 "the Kairoi server at %s answered ERROR", w->server);
-		if (outbox_record_rejection(rejected->items[i].seq,
-									rejected->items[i].version, reason))
+		if (rejections_record(&rejected->items[i], reason))
 			moved++;
 	}
 	if (moved > 0)
@@ -150,7 +146,7 @@ worker_apply_answers(Worker *w)
 	if (rejected->count > 0)
 	{
 		kairoi_set_last_error(MyKairoiSlot, "the Kairoi server answered ERROR");
-		w->next_retry = outbox_next_retry_at();
+		w->next_retry = rejections_next_retry();
 	}
 }
 
@@ -169,7 +165,9 @@ worker_check_outbox(Worker *w)
 void
 worker_count_outbox(Worker *w)
 {
-	kairoi_publish_pending(MyKairoiSlot, outbox_count_entries());
+	bool		estimated;
+
+	kairoi_publish_pending(MyKairoiSlot, outbox_count_pending(&estimated));
 }
 
 /*
@@ -188,6 +186,46 @@ worker_exit_if_restart_requested(void)
 				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
 						NameStr(MyKairoiSlot->datname))));
 		proc_exit(0);
+	}
+}
+
+/*
+ * The library is newer than this database's extension (PostgreSQL runs the
+ * new library, ALTER EXTENSION kairoi UPDATE has not run yet): deliver
+ * nothing until the update, whose commit restarts the worker.  Meanwhile
+ * applications still schedule (outbox_1_1.c).
+ */
+void
+worker_wait_for_extension_update(void)
+{
+	bool		logged = false;
+
+	for (;;)
+	{
+		bool		current;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		current = outbox_is_current();
+		CommitTransactionCommand();
+		if (current)
+			return;
+		if (!logged)
+		{
+			ereport(LOG,
+					(errmsg("kairoi: the kairoi extension in database \"%s\" is older than the library (%s): nothing is delivered until it is updated",
+							NameStr(MyKairoiSlot->datname), KAIROI_LIBRARY_VERSION),
+					 errdetail("Entries scheduled meanwhile are kept."),
+					 errhint("Run ALTER EXTENSION kairoi UPDATE in database \"%s\".",
+							 NameStr(MyKairoiSlot->datname))));
+			kairoi_publish_state(MyKairoiSlot, KAIROI_STATE_OUTDATED, 0, "");
+			logged = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 kairoi_poll_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		worker_exit_if_restart_requested();
 	}
 }
 

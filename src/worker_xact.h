@@ -40,4 +40,7 @@ extern void worker_exit_if_restart_requested(void);
 /* Take the database's slot if it has the extension and no other worker */
 extern bool worker_start_serving(Oid database);
 
+/* Wait while the database's extension is older than the library */
+extern void worker_wait_for_extension_update(void);
+
 #endif							/* KAIROI_WORKER_XACT_H */

@@ -4,8 +4,10 @@
 # (sourced by test/lib.sh).
 #
 # check_outbox_invariants VAR_PREFIX DATABASE [LABEL]
-#   On kairoi.outbox and kairoi.failed of DATABASE in the cluster VAR_PREFIX
-#   (see new_cluster), expects no finding from:
+#   On every table of schema kairoi in DATABASE of the cluster VAR_PREFIX
+#   (see new_cluster): 1.2's queue (kairoi.pending_jobs, pending_rules),
+#   kairoi.rejections and kairoi.failed, or 1.1's kairoi.outbox and
+#   kairoi.failed; expects no finding from:
 #   - amcheck's verify_heapam on each table;
 #   - bt_index_check(index, heapallindexed => true) on each of their
 #     indexes: every index tuple points at a heap tuple and every heap
@@ -13,9 +15,10 @@
 #     each index;
 #   - bt_index_parent_check(index, heapallindexed => true) as well, unless
 #     the cluster is a hot standby (it needs a ShareLock there is no taking);
-#   and also that no (kind, identifier) appears twice in the outbox, read
-#   from the heap alone (a sequential scan, so that a broken unique index
-#   cannot hide a duplicate).
+#   and also that no (kind, identifier) appears twice in the queue (1.1's
+#   table or 1.2's view of it, kairoi.outbox), read from the heap alone (a
+#   sequential scan, so that a broken unique index cannot hide a
+#   duplicate).
 #   Each check is one pass or fail.  Creates the amcheck extension in
 #   DATABASE if it is missing (it ships with the server package).
 
@@ -31,24 +34,24 @@ check_outbox_invariants() {
 	fi
 
 	findings=$(psql_at "$prefix" "$db" -c "
-SELECT format('%s: block %s offset %s: %s', t, blkno, offnum, msg)
-FROM unnest(ARRAY['kairoi.outbox', 'kairoi.failed']::regclass[]) AS t,
-     LATERAL verify_heapam(t, check_toast => true)" 2>&1)
+SELECT format('%s: block %s offset %s: %s', t.oid::regclass, blkno, offnum, msg)
+FROM pg_class t, LATERAL verify_heapam(t.oid, check_toast => true)
+WHERE t.relnamespace = 'kairoi'::regnamespace AND t.relkind = 'r'" 2>&1)
 	# bt_index_check and bt_index_parent_check raise an error on a finding
 	findings+=$(psql_at "$prefix" "$db" -v in_recovery="$in_recovery" 2>&1 >/dev/null <<'SQL'
 SELECT i.indexrelid::regclass, bt_index_check(i.indexrelid, true)
-FROM pg_index i
-WHERE i.indrelid IN ('kairoi.outbox'::regclass, 'kairoi.failed'::regclass);
+FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+WHERE t.relnamespace = 'kairoi'::regnamespace AND t.relkind = 'r';
 SELECT i.indexrelid::regclass, bt_index_parent_check(i.indexrelid, true)
-FROM pg_index i
+FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
 WHERE :'in_recovery' = 'f'
-  AND i.indrelid IN ('kairoi.outbox'::regclass, 'kairoi.failed'::regclass);
+  AND t.relnamespace = 'kairoi'::regnamespace AND t.relkind = 'r';
 SQL
 	)
 	if [ -n "$findings" ]; then
 		fail "$label: amcheck: $findings"
 	else
-		pass "$label: amcheck finds nothing in kairoi.outbox and kairoi.failed"
+		pass "$label: amcheck finds nothing in kairoi's tables"
 	fi
 
 	duplicates=$(psql_at "$prefix" "$db" <<'SQL'
