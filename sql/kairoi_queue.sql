@@ -52,6 +52,8 @@ SET ROLE kairoi_test_nobody;
 \set VERBOSITY terse
 SELECT kairoi_job_set('sneaky', '2030-01-01 00:00:00+00');
 SELECT * FROM kairoi.outbox;
+SELECT * FROM kairoi.pending_jobs;
+INSERT INTO kairoi.pending_jobs VALUES (1, 1, 'sneaky', now(), now());
 \set VERBOSITY default
 RESET ROLE;
 DROP ROLE kairoi_test_nobody;

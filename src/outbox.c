@@ -81,22 +81,20 @@ static const char *const enqueue_rule_sql =
 
 /*
  * Many jobs, identifiers unique, in queue order: a value of the sequence
- * for each, in that order.  Returns the lowest seq written.
+ * for each, in that order.  Returns the seq of each entry written.
  */
 static const char *const enqueue_jobs_sql =
-"WITH written AS ("
-"  INSERT INTO kairoi.pending_jobs AS q "
-"    (seq, version, identifier, execution, enqueued_at) "
-"  SELECT n.v, n.v, n.identifier, n.execution, $3 "
-"  FROM (SELECT pg_catalog.nextval('kairoi.outbox_seq'::pg_catalog.regclass) AS v, "
-"               u.identifier, u.execution "
-"        FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-"                        pg_catalog.unnest($2::pg_catalog.timestamptz[])) "
-"             AS u(identifier, execution)) AS n "
-"  ON CONFLICT (identifier) DO UPDATE "
-"  SET version = excluded.version, execution = excluded.execution "
-"  RETURNING q.seq) "
-"SELECT pg_catalog.min(seq) FROM written";
+"INSERT INTO kairoi.pending_jobs AS q "
+"  (seq, version, identifier, execution, enqueued_at) "
+"SELECT n.v, n.v, n.identifier, n.execution, $3 "
+"FROM (SELECT pg_catalog.nextval('kairoi.outbox_seq'::pg_catalog.regclass) AS v, "
+"             u.identifier, u.execution "
+"      FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+"                      pg_catalog.unnest($2::pg_catalog.timestamptz[])) "
+"           AS u(identifier, execution)) AS n "
+"ON CONFLICT (identifier) DO UPDATE "
+"SET version = excluded.version, execution = excluded.execution "
+"RETURNING q.seq";
 
 /*
  * What this backend knows of the extension's relations in this database,
@@ -201,6 +199,23 @@ first_int8_result(void)
 
 	Assert(!isnull);
 	return DatumGetInt64(value);
+}
+
+/* The lowest int8 in the first column of the rows SPI returned */
+static int64
+lowest_int8_result(void)
+{
+	int64		lowest = PG_INT64_MAX;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		value = SPI_getbinval(SPI_tuptable->vals[i],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+		lowest = Min(lowest, DatumGetInt64(value));
+	}
+	return lowest;
 }
 
 /* One entry: $1 a new value of the sequence, $2 identifier, $3 value */
@@ -336,8 +351,8 @@ outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 
 	SPI_connect();
 	outbox_prepare_once(&plan, enqueue_jobs_sql, 3, argtypes);
-	outbox_execute(plan, values, NULL, false, SPI_OK_SELECT);
-	seq = first_int8_result();
+	outbox_execute(plan, values, NULL, false, SPI_OK_INSERT_RETURNING);
+	seq = lowest_int8_result();
 	SPI_finish();
 	return seq;
 }

@@ -298,7 +298,7 @@ outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
 {
 	QueueScan	scans[NQUEUE_TABLES];
 	int64	   *excluded = palloc(Max(nexclude, 1) * sizeof(int64));
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz fetch_time = GetCurrentTransactionStartTimestamp();
 	QueueScan  *qs;
 	int			nfetched = 0;
 
@@ -312,7 +312,7 @@ outbox_fetch(int64 after, const int64 *exclude_seqs, int nexclude, int limit,
 		int64		seq = column_int8(qs->slot, &qs->queue, COL_SEQ);
 		int64		version = column_int8(qs->slot, &qs->queue, COL_VERSION);
 
-		if (rejections_is_due(seq, version, now) &&
+		if (rejections_is_due(seq, version, fetch_time) &&
 			!bsearch(&seq, excluded, nexclude, sizeof(int64), compare_int64))
 			read_entry(qs->slot, &qs->queue, &entries[nfetched++]);
 		advance(qs);

@@ -102,19 +102,19 @@ rejections_invalidate(void)
 }
 
 bool
-rejections_is_due(int64 seq, int64 version, TimestampTz now)
+rejections_is_due(int64 seq, int64 version, TimestampTz at)
 {
 	Rejection  *r;
 
 	ensure_loaded();
 	r = hash_search(rejections, &seq, HASH_FIND, NULL);
-	return r == NULL || r->version != version || r->next_attempt_at <= now;
+	return r == NULL || r->version != version || r->next_attempt_at <= at;
 }
 
 TimestampTz
 rejections_next_retry(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz current = GetCurrentTimestamp();
 	TimestampTz next = 0;
 	HASH_SEQ_STATUS status;
 	Rejection  *r;
@@ -124,7 +124,8 @@ rejections_next_retry(void)
 	hash_seq_init(&status, rejections);
 	while ((r = hash_seq_search(&status)) != NULL)
 	{
-		if (r->next_attempt_at > now && (next == 0 || r->next_attempt_at < next))
+		if (r->next_attempt_at > current &&
+			(next == 0 || r->next_attempt_at < next))
 			next = r->next_attempt_at;
 	}
 	return next;

@@ -17,10 +17,10 @@
 #include "outbox.h"
 
 /*
- * Inside a transaction: is the entry due, rather than waiting for the
- * retry of its version's last rejection?
+ * Inside a transaction: is the entry due at that time, rather than waiting
+ * for the retry of its version's last rejection?
  */
-extern bool rejections_is_due(int64 seq, int64 version, TimestampTz now);
+extern bool rejections_is_due(int64 seq, int64 version, TimestampTz at);
 
 /*
  * Inside a transaction: the server answered ERROR for what was sent.

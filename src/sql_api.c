@@ -361,14 +361,28 @@ enqueue_rule(const char *function, text *identifier, text *pattern,
 															2 + nrunner_args)));
 }
 
+TimestampTz
+kairoi_check_job(text *identifier, TimestampTz execution,
+				 ArgumentRef identifier_ref, ArgumentRef execution_ref)
+{
+	check_identifier_argument(identifier, identifier_ref);
+	return check_execution(execution, execution_ref);
+}
+
 void
 kairoi_schedule_job(text *identifier, TimestampTz execution,
 					ArgumentRef identifier_ref, ArgumentRef execution_ref)
 {
-	check_identifier_argument(identifier, identifier_ref);
-	kairoi_note_enqueue(outbox_enqueue_job(identifier,
-										   check_execution(execution,
-														   execution_ref)));
+	execution = kairoi_check_job(identifier, execution, identifier_ref,
+								 execution_ref);
+	kairoi_note_enqueue(outbox_enqueue_job(identifier, execution));
+}
+
+void
+kairoi_schedule_checked_jobs(Datum *identifiers, Datum *executions, int n)
+{
+	if (n > 0)
+		kairoi_note_enqueue(outbox_enqueue_jobs(identifiers, executions, n));
 }
 
 Datum
@@ -429,18 +443,13 @@ kairoi_job_set_many(PG_FUNCTION_ARGS)
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
 	for (index = 0; index < nidentifiers; index++)
-	{
-		check_identifier_argument(DatumGetTextPP(identifiers[index]),
-								  identifiers_ref);
 		executions[index] =
-			TimestampTzGetDatum(check_execution(DatumGetTimestampTz(executions[index]),
-												executions_ref));
-	}
+			TimestampTzGetDatum(kairoi_check_job(DatumGetTextPP(identifiers[index]),
+												 DatumGetTimestampTz(executions[index]),
+												 identifiers_ref, executions_ref));
 	error_context_stack = callback.previous;
 
-	if (nidentifiers > 0)
-		kairoi_note_enqueue(outbox_enqueue_jobs(identifiers, executions,
-												nidentifiers));
+	kairoi_schedule_checked_jobs(identifiers, executions, nidentifiers);
 	PG_RETURN_VOID();
 }
 

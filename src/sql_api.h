@@ -22,11 +22,27 @@ typedef struct ArgumentRef
 } ArgumentRef;
 
 /*
- * Check that a job's identifier and execution can be stored and sent, and
- * enqueue the job; the worker is told when the transaction commits.
+ * Check that a job's identifier and execution can be stored and sent;
+ * returns the execution rounded up to a whole second.
+ */
+extern TimestampTz kairoi_check_job(text *identifier, TimestampTz execution,
+									ArgumentRef identifier_ref,
+									ArgumentRef execution_ref);
+
+/*
+ * Check a job and enqueue it; the worker is told when the transaction
+ * commits.
  */
 extern void kairoi_schedule_job(text *identifier, TimestampTz execution,
 								ArgumentRef identifier_ref,
 								ArgumentRef execution_ref);
+
+/*
+ * Enqueue n jobs checked with kairoi_check_job (text identifiers,
+ * timestamptz executions) as one statement; duplicates count as
+ * successive calls would.  The arrays are rewritten.
+ */
+extern void kairoi_schedule_checked_jobs(Datum *identifiers,
+										 Datum *executions, int n);
 
 #endif							/* KAIROI_SQL_API_H */

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * trigger.c
- *	  kairoi_job_trigger(): the ready-made row trigger that schedules one
- *	  job per inserted or updated row, without plpgsql:
+ *	  kairoi_job_trigger(): the ready-made trigger that schedules one job
+ *	  per inserted or updated row, without plpgsql:
  *
  *		CREATE TRIGGER orders_reminder
  *			AFTER INSERT OR UPDATE ON orders FOR EACH ROW
@@ -14,17 +14,22 @@
  *	  column (timestamptz) and, optionally, an interval added to it.  The
  *	  job goes through the same checks as kairoi_job_set (sql_api.c).
  *
+ *	  As a statement trigger with a transition table (AFTER INSERT ...
+ *	  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT, and the same
+ *	  for UPDATE), it schedules the jobs of all the statement's rows with
+ *	  one statement, as kairoi_job_set_many does: what a statement writing
+ *	  many rows at once should use.
+ *
  *	  DELETE is refused: the Kairoi protocol cannot unschedule a job, so a
  *	  trigger that seemed to remove the job of a deleted row would silently
  *	  leave it scheduled.  PostgreSQL gives a C trigger function no say at
  *	  CREATE TRIGGER time, so the error comes at the first DELETE.
  *
  *	  The function is SECURITY DEFINER, like kairoi_job_set, to write the
- *	  outbox.  Under the definer's rights it runs only built-in code: the
+ *	  queue.  Under the definer's rights it runs only built-in code: the
  *	  key's output function (those of base types are C functions only a
  *	  superuser can create), interval input and timestamp arithmetic, the
- *	  schema-qualified statements of outbox.c that upsert the entry and
- *	  supersede failed entries.
+ *	  schema-qualified statements of outbox.c that upsert the entries.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,11 +38,13 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "sql_api.h"
 
@@ -47,7 +54,8 @@ PG_FUNCTION_INFO_V1(kairoi_job_trigger);
 #define TRIGGER_USAGE \
 	"Use CREATE TRIGGER ... AFTER INSERT OR UPDATE ON table FOR EACH ROW " \
 	"EXECUTE FUNCTION kairoi_job_trigger(prefix, key_column, time_column " \
-	"[, offset_interval])."
+	"[, offset_interval]), or AFTER INSERT (or UPDATE) ... REFERENCING NEW " \
+	"TABLE AS new_rows FOR EACH STATEMENT with the same arguments."
 
 /* Error context: which trigger of which table */
 static void
@@ -61,19 +69,21 @@ trigger_context(void *arg)
 }
 
 /*
- * Only AFTER INSERT or UPDATE ... FOR EACH ROW makes sense: a BEFORE
- * trigger could still see its row rejected or changed, a statement trigger
- * has no row, and a deleted row's job cannot be unscheduled.
+ * Only AFTER INSERT or UPDATE makes sense, for each row or for a statement
+ * with its transition table: a BEFORE trigger could still see its row
+ * rejected or changed, a statement trigger without a transition table has
+ * no rows, and a deleted row's job cannot be unscheduled.
  */
 static void
 check_firing(TriggerData *trigdata)
 {
 	TriggerEvent event = trigdata->tg_event;
 
-	if (!TRIGGER_FIRED_AFTER(event) || !TRIGGER_FIRED_FOR_ROW(event))
+	if (!TRIGGER_FIRED_AFTER(event) ||
+		(!TRIGGER_FIRED_FOR_ROW(event) && trigdata->tg_newtable == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("%s must be fired AFTER ... FOR EACH ROW",
+				 errmsg("%s must be fired AFTER ... FOR EACH ROW, or FOR EACH STATEMENT with a transition table of new rows",
 						TRIGGER_FUNCTION),
 				 errhint(TRIGGER_USAGE)));
 
@@ -101,18 +111,94 @@ column_argument(TupleDesc desc, const char *column, const char *role)
 	return (AttrNumber) attnum;
 }
 
+/*
+ * What a trigger's arguments say, found once per statement: the prefix,
+ * the key column and its output function, the time column, the offset.
+ */
+typedef struct JobTrigger
+{
+	Oid			tgoid;			/* the trigger these are for */
+	const char *prefix;
+	AttrNumber	key_attnum;
+	FmgrInfo	key_output;
+	AttrNumber	time_attnum;
+	bool		has_offset;
+	Interval	offset;
+} JobTrigger;
+
+static void
+read_trigger_arguments(TriggerData *trigdata, MemoryContext context,
+					   JobTrigger *jt)
+{
+	Trigger    *trigger = trigdata->tg_trigger;
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	Oid			time_type;
+	Oid			output;
+	bool		is_varlena;
+
+	if (trigger->tgnargs != 3 && trigger->tgnargs != 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s takes 3 or 4 arguments, got %d",
+						TRIGGER_FUNCTION, trigger->tgnargs),
+				 errhint(TRIGGER_USAGE)));
+	jt->prefix = MemoryContextStrdup(context, trigger->tgargs[0]);
+	jt->key_attnum = column_argument(desc, trigger->tgargs[1], "key");
+	jt->time_attnum = column_argument(desc, trigger->tgargs[2], "time");
+	time_type = TupleDescAttr(desc, jt->time_attnum - 1)->atttypid;
+	if (time_type != TIMESTAMPTZOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("time column \"%s\" of %s is of type %s, not timestamp with time zone",
+						trigger->tgargs[2], TRIGGER_FUNCTION,
+						format_type_be(time_type)),
+				 errhint("Store the time as timestamptz, or schedule from a plpgsql trigger with kairoi_job_set and an explicit conversion.")));
+	getTypeOutputInfo(TupleDescAttr(desc, jt->key_attnum - 1)->atttypid,
+					  &output, &is_varlena);
+	fmgr_info_cxt(output, &jt->key_output, context);
+	jt->has_offset = (trigger->tgnargs == 4);
+	if (jt->has_offset)
+		jt->offset = *DatumGetIntervalP(DirectFunctionCall3(interval_in,
+															CStringGetDatum(trigger->tgargs[3]),
+															ObjectIdGetDatum(InvalidOid),
+															Int32GetDatum(-1)));
+	jt->tgoid = trigger->tgoid;
+}
+
+/*
+ * The trigger's arguments, read at its first row of the statement and
+ * kept with the function's call information for the others.
+ */
+static JobTrigger *
+job_trigger(FunctionCallInfo fcinfo, TriggerData *trigdata)
+{
+	JobTrigger *jt = (JobTrigger *) fcinfo->flinfo->fn_extra;
+
+	if (jt == NULL || jt->tgoid != trigdata->tg_trigger->tgoid)
+	{
+		MemoryContext context = fcinfo->flinfo->fn_mcxt;
+
+		jt = MemoryContextAllocZero(context, sizeof(JobTrigger));
+		read_trigger_arguments(trigdata, context, jt);
+		fcinfo->flinfo->fn_extra = jt;
+	}
+	return jt;
+}
+
 /* A column's value in the row, or an error if it is NULL */
 static Datum
-row_value(HeapTuple row, TupleDesc desc, AttrNumber attnum, const char *role)
+row_value(TupleTableSlot *row, AttrNumber attnum, const char *role)
 {
 	bool		isnull;
-	Datum		value = heap_getattr(row, attnum, desc, &isnull);
+	Datum		value = slot_getattr(row, attnum, &isnull);
 
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s column \"%s\" of %s is null in this row",
-						role, NameStr(TupleDescAttr(desc, attnum - 1)->attname),
+						role,
+						NameStr(TupleDescAttr(row->tts_tupleDescriptor,
+											  attnum - 1)->attname),
 						TRIGGER_FUNCTION),
 				 errhint("Nothing was scheduled. Make the column NOT NULL, or skip such rows with a WHEN clause on the trigger.")));
 	return value;
@@ -120,32 +206,86 @@ row_value(HeapTuple row, TupleDesc desc, AttrNumber attnum, const char *role)
 
 /* prefix || the key's text output */
 static text *
-job_identifier(const char *prefix, Datum key, Oid key_type)
+job_identifier(JobTrigger *jt, TupleTableSlot *row)
 {
-	Oid			output;
-	bool		is_varlena;
-	char	   *key_text;
+	char	   *key_text = OutputFunctionCall(&jt->key_output,
+											  row_value(row, jt->key_attnum,
+														"key"));
 
-	getTypeOutputInfo(key_type, &output, &is_varlena);
-	key_text = OidOutputFunctionCall(output, key);
-	return cstring_to_text(psprintf("%s%s", prefix, key_text));
+	return cstring_to_text(psprintf("%s%s", jt->prefix, key_text));
 }
 
 /* The time column's value, plus the offset argument if there is one */
 static TimestampTz
-job_execution(TupleDesc desc, HeapTuple row, AttrNumber attnum,
-			  const char *offset)
+job_execution(JobTrigger *jt, TupleTableSlot *row)
 {
-	Datum		time = row_value(row, desc, attnum, "time");
+	Datum		time = row_value(row, jt->time_attnum, "time");
 
-	if (offset == NULL)
+	if (!jt->has_offset)
 		return DatumGetTimestampTz(time);
 	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 												   time,
-												   DirectFunctionCall3(interval_in,
-																	   CStringGetDatum(offset),
-																	   ObjectIdGetDatum(InvalidOid),
-																	   Int32GetDatum(-1))));
+												   IntervalPGetDatum(&jt->offset)));
+}
+
+static const ArgumentRef identifier_ref = {TRIGGER_FUNCTION, "prefix || key column"};
+static const ArgumentRef execution_ref = {TRIGGER_FUNCTION, "time column + offset"};
+
+/* FOR EACH ROW: the job of the row inserted, or of its new version */
+static void
+schedule_row(TriggerData *trigdata, JobTrigger *jt)
+{
+	TupleTableSlot *row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newslot : trigdata->tg_trigslot;
+
+	kairoi_schedule_job(job_identifier(jt, row), job_execution(jt, row),
+						identifier_ref, execution_ref);
+}
+
+/* Error context of a statement trigger: which row of the transition table */
+static void
+transition_row_context(void *arg)
+{
+	errcontext("row %d of the transition table", *(int *) arg + 1);
+}
+
+/* FOR EACH STATEMENT: the jobs of all the new rows, as one statement */
+static void
+schedule_transition_table(TriggerData *trigdata, JobTrigger *jt)
+{
+	Tuplestorestate *rows = trigdata->tg_newtable;
+	TupleTableSlot *row = MakeSingleTupleTableSlot(RelationGetDescr(trigdata->tg_relation),
+												   &TTSOpsMinimalTuple);
+	int			capacity = 64;
+	Datum	   *identifiers = palloc(capacity * sizeof(Datum));
+	Datum	   *executions = palloc(capacity * sizeof(Datum));
+	ErrorContextCallback callback;
+	int			n = 0;
+
+	callback.callback = transition_row_context;
+	callback.arg = &n;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	tuplestore_rescan(rows);
+	while (tuplestore_gettupleslot(rows, true, false, row))
+	{
+		text	   *identifier = job_identifier(jt, row);
+
+		if (n == capacity)
+		{
+			capacity *= 2;
+			identifiers = repalloc_huge(identifiers, capacity * sizeof(Datum));
+			executions = repalloc_huge(executions, capacity * sizeof(Datum));
+		}
+		executions[n] = TimestampTzGetDatum(kairoi_check_job(identifier,
+															 job_execution(jt, row),
+															 identifier_ref,
+															 execution_ref));
+		identifiers[n++] = PointerGetDatum(identifier);
+	}
+	error_context_stack = callback.previous;
+	ExecDropSingleTupleTableSlot(row);
+	kairoi_schedule_checked_jobs(identifiers, executions, n);
 }
 
 Datum
@@ -153,12 +293,7 @@ kairoi_job_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	ErrorContextCallback callback;
-	char	  **args;
-	TupleDesc	desc;
-	HeapTuple	row;
-	AttrNumber	key_attnum;
-	AttrNumber	time_attnum;
-	Oid			time_type;
+	JobTrigger *jt;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -172,34 +307,11 @@ kairoi_job_trigger(PG_FUNCTION_ARGS)
 	error_context_stack = &callback;
 
 	check_firing(trigdata);
-	if (trigdata->tg_trigger->tgnargs != 3 && trigdata->tg_trigger->tgnargs != 4)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s takes 3 or 4 arguments, got %d",
-						TRIGGER_FUNCTION, trigdata->tg_trigger->tgnargs),
-				 errhint(TRIGGER_USAGE)));
-	args = trigdata->tg_trigger->tgargs;
-
-	desc = RelationGetDescr(trigdata->tg_relation);
-	row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
-	key_attnum = column_argument(desc, args[1], "key");
-	time_attnum = column_argument(desc, args[2], "time");
-	time_type = TupleDescAttr(desc, time_attnum - 1)->atttypid;
-	if (time_type != TIMESTAMPTZOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("time column \"%s\" of %s is of type %s, not timestamp with time zone",
-						args[2], TRIGGER_FUNCTION, format_type_be(time_type)),
-				 errhint("Store the time as timestamptz, or schedule from a plpgsql trigger with kairoi_job_set and an explicit conversion.")));
-
-	kairoi_schedule_job(job_identifier(args[0],
-									   row_value(row, desc, key_attnum, "key"),
-									   TupleDescAttr(desc, key_attnum - 1)->atttypid),
-						job_execution(desc, row, time_attnum,
-									  trigdata->tg_trigger->tgnargs == 4 ? args[3] : NULL),
-						(ArgumentRef) {TRIGGER_FUNCTION, "prefix || key column"},
-						(ArgumentRef) {TRIGGER_FUNCTION, "time column + offset"});
+	jt = job_trigger(fcinfo, trigdata);
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		schedule_row(trigdata, jt);
+	else
+		schedule_transition_table(trigdata, jt);
 
 	error_context_stack = callback.previous;
 	return PointerGetDatum(NULL);

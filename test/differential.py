@@ -4,13 +4,13 @@
 One seeded random stream of operations runs two ways at once, in the same
 transactions: through kairoi's scheduling functions (kairoi_job_set, the
 kairoi_rule_set* family, kairoi_job_set_many) and its C row trigger
-(kairoi_job_trigger), which write kairoi.outbox; and through plain SQL, an
+(kairoi_job_trigger), which write kairoi's queue; and through plain SQL, an
 INSERT ... ON CONFLICT (kind, identifier) DO UPDATE of the same row into
 diff.copy, a copy of the outbox with its own seq (from its own sequence,
 drawn on insert and kept on update, as the outbox does).  Every operation
 first calls kairoi, then writes the copy, in the same transaction, so both
 commit or roll back together: savepoints and ROLLBACK TO, errors after an
-enqueue, plpgsql exception blocks (with and without DDL on kairoi.outbox,
+enqueue, plpgsql exception blocks (with and without DDL on kairoi.pending_jobs,
 mirrored on the copy), 2PC, READ COMMITTED / REPEATABLE READ / SERIALIZABLE
 (serialization failures are expected outcomes) and lock and statement
 timeouts, from several concurrent sessions whose identifiers collide.
@@ -75,9 +75,12 @@ CREATE TABLE diff.app (id integer PRIMARY KEY, at timestamptz);
 CREATE TRIGGER app_job AFTER INSERT OR UPDATE ON diff.app FOR EACH ROW
     EXECUTE FUNCTION kairoi_job_trigger('p', 'id', 'at', '-15 minutes');
 -- an index of each table that exception blocks drop and restore
-CREATE INDEX outbox_diff_idx ON kairoi.outbox (updated_at);
+CREATE INDEX queue_diff_idx ON kairoi.pending_jobs (enqueued_at);
 CREATE INDEX copy_diff_idx ON diff.copy (ins_op);
 """
+
+# The queue's table of each kind of entry
+QUEUE_TABLE = {'j': 'pending_jobs', 'r': 'pending_rules'}
 
 MIRROR_SQL = (
     "INSERT INTO diff.copy AS c (kind, identifier, arguments, ins_op) "
@@ -406,30 +409,30 @@ class Session(threading.Thread):
         kind = self.rng.randrange(4)
         if kind == 0:
             n = next(self.shared.op_ids)
-            ddl = ("CREATE INDEX outbox_tmp_%d ON kairoi.outbox (version);\n"
+            ddl = ("CREATE INDEX queue_tmp_%d ON kairoi.pending_jobs (version);\n"
                    "CREATE INDEX copy_tmp_%d ON diff.copy (seq, kind);\n" % (n, n))
             self.run_block('ddl_create_index_raise', body, handler, after, inside=ddl)
         elif kind == 1:
-            ddl = "DROP INDEX kairoi.outbox_diff_idx;\nDROP INDEX diff.copy_diff_idx;\n"
+            ddl = "DROP INDEX kairoi.queue_diff_idx;\nDROP INDEX diff.copy_diff_idx;\n"
             self.run_block('ddl_drop_index_raise', body, handler, after, inside=ddl)
         elif kind == 2:
-            ddl = "TRUNCATE kairoi.outbox;\nTRUNCATE diff.copy;\n"
+            ddl = "TRUNCATE kairoi.pending_jobs, kairoi.pending_rules;\nTRUNCATE diff.copy;\n"
             self.run_block('ddl_truncate_raise', body, handler, after, inside=ddl)
         else:
             # an index created for good (if the transaction commits), or one
             # such index dropped for good
-            self.ex("SELECT c.relname FROM pg_class c WHERE c.relname LIKE 'outbox\\_keep\\_%%'"
+            self.ex("SELECT c.relname FROM pg_class c WHERE c.relname LIKE 'queue\\_keep\\_%%'"
                     " AND c.relnamespace = 'kairoi'::regnamespace")
             kept = [r[0] for r in self.cur.fetchall()]
             if len(kept) < 2:
                 n = next(self.shared.op_ids)
-                ddl = ("CREATE INDEX outbox_keep_%d ON kairoi.outbox (identifier, seq);\n"
+                ddl = ("CREATE INDEX queue_keep_%d ON kairoi.pending_jobs (identifier, seq);\n"
                        "CREATE INDEX copy_keep_%d ON diff.copy (identifier, seq);\n" % (n, n))
                 self.run_block('ddl_create_index_kept', body, handler, after, inside=ddl,
                                raise_sql=None)
             else:
-                suffix = self.rng.choice(kept)[len('outbox_keep_'):]
-                ddl = ("DROP INDEX IF EXISTS kairoi.outbox_keep_%s;\n"
+                suffix = self.rng.choice(kept)[len('queue_keep_'):]
+                ddl = ("DROP INDEX IF EXISTS kairoi.queue_keep_%s;\n"
                        "DROP INDEX IF EXISTS diff.copy_keep_%s;\n" % (suffix, suffix))
                 self.run_block('ddl_drop_index_kept', body, handler, after, inside=ddl,
                                raise_sql=None)
@@ -495,8 +498,8 @@ class Session(threading.Thread):
         if self.rng.random() < 0.3:
             ids.append(('r', 'r%d' % self.rng.randrange(POOL_RULES)))
         for kind, ident in ids:
-            self.ex("SELECT 1 FROM kairoi.outbox WHERE kind = %s AND identifier = %s FOR UPDATE",
-                    (kind, ident))
+            self.ex("SELECT 1 FROM kairoi.%s WHERE identifier = %%s FOR UPDATE"
+                    % QUEUE_TABLE[kind], (ident,))
             self.ex("SELECT 1 FROM diff.copy WHERE kind = %s AND identifier = %s FOR UPDATE",
                     (kind, ident))
         self.count_op('hold_rows_for_update')
@@ -517,7 +520,12 @@ class Session(threading.Thread):
         keyset = ("(kind, identifier) IN (SELECT k::\"char\", i "
                   "FROM unnest(%(k)s::text[], %(i)s::text[]) AS u (k, i))")
         try:
-            self.ex("WITH o AS (DELETE FROM kairoi.outbox WHERE " + keyset + " RETURNING 1) "
+            self.ex("WITH j AS (DELETE FROM kairoi.pending_jobs WHERE identifier IN ("
+                    "  SELECT i FROM unnest(%(k)s::text[], %(i)s::text[]) AS u (k, i) WHERE k = 'j') "
+                    "  RETURNING 1), "
+                    "r AS (DELETE FROM kairoi.pending_rules WHERE identifier IN ("
+                    "  SELECT i FROM unnest(%(k)s::text[], %(i)s::text[]) AS u (k, i) WHERE k = 'r') "
+                    "  RETURNING 1) "
                     "DELETE FROM diff.copy WHERE " + keyset,
                     {'k': [k for k, _ in keys], 'i': [i for _, i in keys]})
         finally:

@@ -31,10 +31,10 @@ wait_for "worker" 30 worker_is_up PG postgres || exit 1
 sql -c "SELECT kairoi_job_set('warm-up', now() + interval '1 day')" \
 	-c "SELECT kairoi_flush('30s')" >/dev/null || exit 1
 
-# outbox_scans: how often this transaction read kairoi.outbox (psql -c
-# strings run as one transaction)
-scans_sql="SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables
-	WHERE relid = 'kairoi.outbox'::regclass"
+# scans_sql: how often this transaction read the queue (psql -c strings
+# run as one transaction): each look reads both of its tables once
+scans_sql="SELECT max(seq_scan + coalesce(idx_scan, 0)) FROM pg_stat_xact_user_tables
+	WHERE relid IN ('kairoi.pending_jobs'::regclass, 'kairoi.pending_rules'::regclass)"
 
 # a. answers held for 300 ms
 $KCTL --port "$S_CPORT" fault reply_delay_ms=300 >/dev/null

@@ -190,7 +190,7 @@ COMMIT;
 EOF
 }
 T_LOCK=$(now_ms)
-lock_session kairoi_lock_a "SELECT 1 FROM kairoi.outbox WHERE identifier = 'clock-a' FOR UPDATE"
+lock_session kairoi_lock_a "SELECT 1 FROM kairoi.pending_jobs WHERE identifier = 'clock-a' FOR UPDATE"
 LOCK_A=$!
 CLEANUP_PIDS+=("$LOCK_A")
 lock_session kairoi_lock_b "SELECT kairoi_job_set('clock-b', '2033-06-01 00:00:00+00')"
@@ -284,14 +284,16 @@ server_has_some() { # server_has_some PREFIX: at least one such job delivered
 	$VERIFY --port "$SRV_CPORT" --prefix "$1" | grep -qv ' extra=0$'
 }
 # kairoi_status() as seen by its C function while the extension is absent:
-# the function and the two tables its summary query reads exist only
+# the function and the relations its summary queries read exist only
 # inside this rolled-back transaction.
 worker_state_without_extension() {
 	psql_at PG "$DB" <<'EOF'
 BEGIN;
 CREATE SCHEMA kairoi;
-CREATE TABLE kairoi.outbox (updated_at timestamptz);
+CREATE TABLE kairoi.pending_jobs (seq bigint, enqueued_at timestamptz);
+CREATE TABLE kairoi.pending_rules (LIKE kairoi.pending_jobs);
 CREATE TABLE kairoi.failed ();
+CREATE SEQUENCE kairoi.outbox_seq;
 CREATE FUNCTION pg_temp.status_probe(OUT worker_pid integer, OUT state text,
 	OUT server text, OUT database name, OUT in_flight integer,
 	OUT acknowledged bigint, OUT connection_attempts bigint,
