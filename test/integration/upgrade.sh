@@ -1,12 +1,15 @@
 #!/bin/bash
-# test/integration/upgrade.sh: ALTER EXTENSION kairoi UPDATE from 1.0.
+# test/integration/upgrade.sh: ALTER EXTENSION kairoi UPDATE from 1.0 to
+# the current version, with the current library.
 #
 #   a  CREATE EXTENSION kairoi VERSION '1.0' with the current library: the
-#      1.0 functions enqueue (awkward values, a rule before the jobs), the
-#      worker moves rejected entries to kairoi_failed, and while the server
-#      refuses connections the rest stays pending
+#      1.0 functions still enqueue (awkward values, a rule before the jobs,
+#      a replaced entry, a rollback), into 1.0's table; the worker delivers
+#      nothing until the update and says so, and kairoi_flush refuses to
+#      wait; failed entries (written as 1.0's worker did) stay
 #   b  ALTER EXTENSION kairoi UPDATE: the default version, and every pending
-#      and failed row exactly as before (seq order, versions, times)
+#      and failed entry exactly as before (seq order, versions, times,
+#      attempts) in the view of 1.0's columns
 #   c  the catalog equals a fresh CREATE EXTENSION kairoi in another
 #      database: pg_dump --schema-only (plain, and --binary-upgrade, which
 #      writes out every member), the members (pg_describe_object), their
@@ -17,13 +20,14 @@
 #   e  the server answers: exactly the pending entries reach it, in seq
 #      order; kairoi_retry_failed() requeues the failed ones, delivered
 #      once the server stops rejecting them
-#   f  the upgrade with requests in flight (server stalled) and an
-#      application session connected across it: no lock wait, the role's
-#      grant survives, the session enqueues again, everything delivered
+#   f  the update while an application session that enqueued under 1.0,
+#      as a role granted kairoi_job_set, stays connected: the update waits
+#      for no lock, the grant survives, the session's next call enqueues
+#      into the new tables, and everything is delivered
 # Throughout, postgresql.conf keeps kairoi.database and kairoi.window,
 # which 1.1 retired: PostgreSQL starts, each is logged once, and every
-# database with the extension is served.
-# Names no object of the 1.1 script: it must keep passing whatever 1.1 adds.
+# database with the extension is served.  The update from 1.1 with 1.1's
+# own library, its worker mid-delivery, is upgrade_from_1_1.sh.
 set -u
 # shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -43,9 +47,10 @@ pg_dump_of() { "$PGBIN/pg_dump" -h "$PG_HOST" -p "$PG_PORT" -U postgres "$@"; }
 # The queue, every column of 1.0, in a form that shows every byte
 # (to_json escapes newlines and tabs).  Columns are named so that a
 # column added by a later version changes nothing here.
+# (updated_at is not kept since 1.2.)
 dump_queue() {
 	sql "$1" -c "SELECT 'outbox', seq, kind, to_json(identifier), to_json(arguments), version,
-			enqueued_at, updated_at, attempts, next_attempt_at, last_error
+			enqueued_at, attempts, next_attempt_at, last_error
 		FROM kairoi.outbox ORDER BY seq" \
 		-c "SELECT 'failed', id, kind, to_json(identifier), to_json(arguments), version,
 			enqueued_at, attempts, reason, failed_at
@@ -129,25 +134,23 @@ check "a: version 1.0 installed" "1.0" \
 wait_for "the worker of old" 30 worker_is_up PG old && pass "a: a worker serves the 1.0 database" ||
 	fail "a: no worker serves the 1.0 database"
 
-# The 1.0 objects deliver with the current worker
-check "a: kairoi_job_set and kairoi_flush under 1.0" "" \
-	"$(sql old -c "SELECT kairoi_job_set('delivered under 1.0', '2029-01-01 00:00:00+00')" \
-		-c "SELECT kairoi_flush('60 s')")"
-check "a: the server holds that job" "2029-01-01 00:00:00" \
-	"$($KCTL --port "$SRV_CPORT" job 'delivered under 1.0')"
+# The worker waits for the update and says so; kairoi_flush refuses
+waiting_state="not delivering: run ALTER EXTENSION kairoi UPDATE in this database"
+wait_for "old's worker waiting for the update" 30 sql_is old "$waiting_state" \
+	"SELECT state FROM kairoi_status()" &&
+	pass "a: kairoi_status() says the worker waits for ALTER EXTENSION kairoi UPDATE" ||
+	fail "a: kairoi_status() under 1.0: $(sql old -c "SELECT state FROM kairoi_status()")"
+check "a: the worker logs it once" 1 \
+	"$(grep -c 'kairoi extension in database "old" is older than the library' "$PG_DIR/postgres.log")"
+check "a: kairoi_flush refuses to wait under 1.0" "ERROR:  kairoi_flush needs the kairoi extension at version 1.2 in database \"old\"" \
+	"$(sql old -c "SELECT kairoi_flush('1 s')" 2>&1 | head -1)"
 
-# Failed entries: the server rejects two identifiers (kairoi.max_attempts = 2)
-$KCTL --port "$SRV_CPORT" fault 'error_ids=["failed jöb \"1\"", "failed rule 2"]' >/dev/null
-sql old -c "SELECT kairoi_job_set('failed jöb \"1\"', '2031-01-01 00:00:00+00')" >/dev/null &&
-	sql old -c "SELECT kairoi_rule_set_shell('failed rule 2', 'failed ', '/opt/run it.sh')" >/dev/null ||
-	fail "a: 1.0 functions enqueue the entries to be rejected"
-wait_for "two entries in kairoi_failed" 30 sql_is old 2 "SELECT count(*) FROM kairoi_failed" &&
-	pass "a: rejected entries moved to kairoi_failed under 1.0" || {
-	fail "a: rejected entries not moved to kairoi_failed"
-	sql old -c "SELECT * FROM kairoi_pending" -c "SELECT * FROM kairoi_failed"
-}
-check "a: the server holds only the delivered job" "1 0" \
-	"$($KCTL --port "$SRV_CPORT" count-jobs) $($KCTL --port "$SRV_CPORT" count-rules)"
+# Failed entries, as 1.0's worker wrote them after kairoi.max_attempts
+sql old -c "INSERT INTO kairoi.failed (kind, identifier, arguments, version, enqueued_at, attempts, reason)
+	VALUES ('j', 'failed jöb \"1\"', '{\"2031-01-01 00:00:00\"}', 1, now(), 2, 'answered ERROR'),
+		   ('r', 'failed rule 2', '{\"failed \",shell,\"/opt/run it.sh\"}', 2, now(), 2, 'answered ERROR')" \
+	>/dev/null || fail "a: failed entries of 1.0"
+check "a: the failed entries are in kairoi_failed" 2 "$(sql old -c "SELECT count(*) FROM kairoi_failed")"
 
 # Pending entries, while the server refuses connections: a rule before the
 # jobs, spaces, quotes, backslashes, newlines, tabs, non-ASCII, fractional
@@ -201,9 +204,9 @@ else
 fi
 check "a: the 1.0 views show the queue" "209 2" \
 	"$(sql old -c "SELECT (SELECT count(*) FROM kairoi_pending) || ' ' || (SELECT count(*) FROM kairoi_failed)")"
-check "a: kairoi_status counts them under 1.0" "209|2" \
+check "a: kairoi_status counts nothing while the extension is older than the library" "|" \
 	"$(sql old -c "SELECT pending, failed FROM kairoi_status()")"
-check "a: nothing reached the refusing server" "1 0" \
+check "a: nothing reached the server" "0 0" \
 	"$($KCTL --port "$SRV_CPORT" count-jobs) $($KCTL --port "$SRV_CPORT" count-rules)"
 dump_queue old >"$WORK/queue_before"
 pg_dump_of -Fc -f "$WORK/old-1.0.dump" old && pass "a: pg_dump under 1.0" ||
@@ -217,7 +220,7 @@ sql old -c "SELECT json_agg(json_build_array(kind, identifier, arguments) ORDER 
 sql old -c "ALTER EXTENSION kairoi UPDATE" && pass "b: ALTER EXTENSION kairoi UPDATE" ||
 	fail "b: ALTER EXTENSION kairoi UPDATE failed"
 default_version=$(sql old -c "SELECT default_version FROM pg_available_extensions WHERE name = 'kairoi'")
-check "b: kairoi.control's default version is 1.1" "1.1" "$default_version"
+check "b: kairoi.control's default version is 1.2" "1.2" "$default_version"
 check "b: extversion is the default version" "$default_version" \
 	"$(sql old -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
 dump_queue old >"$WORK/queue_after"
@@ -312,11 +315,12 @@ same_catalog old c
 
 # the comparison itself sees what it claims to see
 check "c: the binary-upgrade dump writes out the members" t \
-	"$(grep -q '^ALTER EXTENSION kairoi ADD TABLE kairoi.outbox;' "$WORK/old.binary" &&
+	"$(grep -q '^ALTER EXTENSION kairoi ADD TABLE kairoi.pending_jobs;' "$WORK/old.binary" &&
+		grep -q '^ALTER EXTENSION kairoi ADD VIEW kairoi.outbox;' "$WORK/old.binary" &&
 		grep -q '^ALTER EXTENSION kairoi ADD FUNCTION public.kairoi_job_set(' "$WORK/old.binary" &&
 		echo t)"
-check "c: the catalog lists the outbox as a configuration table" 1 \
-	"$(grep -c '^config|kairoi.outbox|$' "$WORK/old.catalog")"
+check "c: the catalog lists the queue's tables as configuration tables" 3 \
+	"$(grep -Ec '^config\|kairoi.(pending_jobs|pending_rules|rejections)\|$' "$WORK/old.catalog")"
 
 check "c: no function of the upgraded extension is executable by PUBLIC" "" \
 	"$(sql old -c "SELECT p.oid::regprocedure FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
@@ -363,8 +367,7 @@ restore_check() {
 		head -20 "$WORK/$db.diff"
 	fi
 	check "$label: $db's sequences continue after the restored rows" t \
-		"$(sql "$db" -c "SELECT (SELECT last_value FROM kairoi.outbox_seq) >= max(seq)
-			AND (SELECT last_value FROM kairoi.outbox_version) >= max(version)
+		"$(sql "$db" -c "SELECT (SELECT last_value FROM kairoi.outbox_seq) >= max(GREATEST(seq, version))
 			AND (SELECT last_value FROM kairoi.failed_id_seq) >= (SELECT max(id) FROM kairoi.failed)
 			FROM kairoi.outbox")"
 	same_catalog "$db" "$label"
@@ -380,14 +383,14 @@ restore_check d "$WORK/old-1.0.dump" restored_from_10
 # e: the server answers
 sql old -c "SELECT kairoi_job_set('after the upgrade', '2032-01-01 00:00:00+00')" >/dev/null ||
 	fail "e: kairoi_job_set after the upgrade"
-# what the server must hold: the job delivered under 1.0, what was pending
-# before the upgrade, and that job
-$PYTHON -c 'import json, sys; print(json.dumps([["j", "delivered under 1.0", ["2029-01-01 00:00:00"]]] +
+# what the server must hold: what was pending before the upgrade, and that
+# job
+$PYTHON -c 'import json, sys; print(json.dumps(
 	json.load(open(sys.argv[1])) + [["j", "after the upgrade", ["2032-01-01 00:00:00"]]]))' \
 	"$WORK/pending_before.json" >"$WORK/pending_all.json"
 $KCTL --port "$SRV_CPORT" fault refuse=false >/dev/null
 check "e: everything pending is acknowledged" "" "$(sql old -c "SELECT kairoi_flush('60 s')")"
-check "e: the server holds exactly the pending entries (and the one delivered under 1.0)" \
+check "e: the server holds exactly the pending entries" \
 	"missing 0 wrong 0 unexpected 0" \
 	"$(server_diff "$WORK/pending_all.json")"
 check "e: received in seq order" "in seq order" "$(request_order "$WORK/pending_all.json")"
@@ -415,22 +418,18 @@ check "e: nothing left pending or failed" "0|0" \
 	"$(sql old -c "SELECT pending, failed FROM kairoi_status()")"
 
 # ---------------------------------------------------------------------------
-# f: the upgrade while requests are in flight on a server that reads them
-# and does not answer, and while an application session that enqueued
-# under 1.0, as a role granted kairoi_job_set, stays connected: the upgrade
-# waits for no lock of the worker, the grant survives, the session enqueues
-# again under the new version, and everything is delivered once the
-# server answers again
+# f: the update while an application session that enqueued under 1.0, as a
+# role granted kairoi_job_set, stays connected: the update waits for no
+# lock, the grant survives, the session's next call enqueues into 1.2's
+# tables (its plan of 1.0's statement is dropped with 1.0's table), and
+# everything is delivered
 sql postgres -c "CREATE DATABASE stalled" -c "CREATE ROLE kairoi_upgrade_app" || exit 1
 sql stalled -c "CREATE EXTENSION kairoi VERSION '1.0'" \
 	-c "GRANT EXECUTE ON FUNCTION kairoi_job_set(text, timestamptz) TO kairoi_upgrade_app" || exit 1
 wait_for "the worker of stalled" 30 worker_is_up PG stalled
-$KCTL --port "$SRV_CPORT" fault stall=true >/dev/null
 sql stalled -c "SELECT kairoi_rule_set_shell('stalled rule', 'stalled ', '/opt/stalled.sh')" \
 	-c "SELECT kairoi_job_set('stalled ' || i, '2033-01-01 00:00:00+00'::timestamptz + i * interval '1 s')
 		FROM generate_series(1, 500) i" >/dev/null || fail "f: enqueueing under 1.0"
-wait_for "requests in flight" 30 sql_is stalled t "SELECT in_flight > 0 FROM kairoi_status()" &&
-	pass "f: requests in flight, unanswered" || fail "f: no request in flight"
 pending_json stalled >"$WORK/stalled.json"
 
 # ALTER EXTENSION from another session, run by the application session's \!
@@ -438,7 +437,7 @@ cat >"$WORK/alter.sh" <<EOF
 t0=\$(date +%s%3N)
 "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U postgres -d stalled \\
 	-c "SET lock_timeout = '10s'" -c "ALTER EXTENSION kairoi UPDATE" && echo "altered"
-echo "# f: ALTER EXTENSION kairoi UPDATE took \$(( \$(date +%s%3N) - t0 )) ms with requests in flight"
+echo "# f: ALTER EXTENSION kairoi UPDATE took \$(( \$(date +%s%3N) - t0 )) ms"
 EOF
 sql stalled >"$WORK/session.out" 2>&1 <<EOF
 SET ROLE kairoi_upgrade_app;
@@ -453,7 +452,8 @@ check "f: the session enqueues before, ALTER EXTENSION succeeds, the session enq
 [ "$session" = "enqueued altered enqueued" ] || cat "$WORK/session.out"
 check "f: extversion is the default version" "$default_version" \
 	"$(sql stalled -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
-$KCTL --port "$SRV_CPORT" fault stall=false >/dev/null
+check "f: the session's call after the update went to 1.2's queue" "session after" \
+	"$(sql stalled -c "SELECT identifier FROM kairoi.pending_jobs WHERE identifier = 'session after'")"
 check "f: everything pending is acknowledged" "" "$(sql stalled -c "SELECT kairoi_flush('60 s')")"
 $PYTHON -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])) + json.load(open(sys.argv[2])) +
 	[["j", "session before", ["2034-01-01 00:00:00"]], ["j", "session after", ["2034-01-02 00:00:00"]]]))' \
