@@ -194,12 +194,26 @@ start_rabbitmq() {
 	echo "$!" >"$dir/server.pid"
 }
 
-# wait_rabbitmq PREFIX TIMEOUT: until RabbitMQ takes AMQP connections
+# wait_rabbitmq PREFIX TIMEOUT: until RabbitMQ takes AMQP connections.  If
+# it exits at start-up (a port taken meanwhile, say), it is started again
+# on new ports, twice at most.
 wait_rabbitmq() {
-	local port_var="${1}_PORT" dir_var="${1}_DIR"
-	$REFERENCE_TOOL amqp-ready --port "${!port_var}" --timeout "$2" && return 0
-	echo "RabbitMQ did not take connections on 127.0.0.1:${!port_var} within $2 s:" >&2
-	tail -n 20 "${!dir_var}/server.out" >&2
+	local port_var="${1}_PORT" dir_var="${1}_DIR" rc
+	for _ in 1 2 3; do
+		$REFERENCE_TOOL amqp-ready --port "${!port_var}" --timeout "$2" \
+			--pid "$(cat "${!dir_var}/server.pid")"
+		rc=$?
+		[ "$rc" -eq 0 ] && return 0
+		if [ "$rc" -ne 2 ]; then
+			echo "RabbitMQ did not take connections on 127.0.0.1:${!port_var} within $2 s:" >&2
+			tail -n 20 "${!dir_var}/server.out" >&2
+			return 1
+		fi
+		echo "RabbitMQ exited at start-up; starting it again:" >&2
+		tail -n 20 "${!dir_var}/server.out" >&2
+		stop_rabbitmq "$1"
+		start_rabbitmq "$1"
+	done
 	return 1
 }
 

@@ -23,8 +23,9 @@ newlines), one a line, sorted:
         recorded, one file per execution)
     reference_tool.py kcp --port P LINE
         sends one KCP request line and prints the answer (OK or ERROR)
-    reference_tool.py amqp-ready --port P [--timeout S]
-        waits until RabbitMQ accepts an AMQP connection (exit 1 if not)
+    reference_tool.py amqp-ready --port P [--timeout S] [--pid PID]
+        waits until RabbitMQ accepts an AMQP connection (exit 1 if not,
+        exit 2 as soon as process PID, its wrapper script, has exited)
     reference_tool.py amqp-declare --port P EXCHANGE QUEUE ROUTING_KEY
         declares a direct exchange and a queue bound to it
     reference_tool.py amqp-consume --port P QUEUE --count N [--timeout S]
@@ -122,16 +123,27 @@ def amqp_connection(port):
         socket_timeout=10, blocked_connection_timeout=30))
 
 
-def amqp_ready(port, timeout):
-    import pika.exceptions
+def running(pid):
+    """Whether process pid runs (a zombie has exited)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def amqp_ready(port, timeout, pid):
+    """0 once RabbitMQ takes a connection, 1 on timeout, 2 if pid exited."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             amqp_connection(port).close()
-            return True
-        except (pika.exceptions.AMQPError, OSError):
+            return 0
+        except Exception:  # refused, reset, a handshake timeout: not yet
+            if pid is not None and not running(pid):
+                return 2
             if time.monotonic() > deadline:
-                return False
+                return 1
             time.sleep(0.2)
 
 
@@ -178,6 +190,7 @@ def main():
     p = sub.add_parser('amqp-ready')
     p.add_argument('--port', type=int, required=True)
     p.add_argument('--timeout', type=float, default=60)
+    p.add_argument('--pid', type=int)
     p = sub.add_parser('amqp-declare')
     p.add_argument('--port', type=int, required=True)
     p.add_argument('exchange')
@@ -209,7 +222,7 @@ def main():
     elif a.command == 'kcp':
         print(kcp(a.port, a.line))
     elif a.command == 'amqp-ready':
-        sys.exit(0 if amqp_ready(a.port, a.timeout) else 1)
+        sys.exit(amqp_ready(a.port, a.timeout, a.pid))
     elif a.command == 'amqp-declare':
         amqp_declare(a.port, a.exchange, a.queue, a.routing_key)
     elif a.command == 'amqp-consume':
