@@ -140,6 +140,25 @@ records_count() {
 	find "$1" -name '*.done' | wc -l
 }
 
+# records_settle DIR QUIET TIMEOUT: wait until the recorder has seen no new
+# execution for QUIET seconds (the server triggers a due job within about
+# a second; a job sent again is run again), TIMEOUT seconds at most
+records_settle() {
+	local count last=-1 since=$SECONDS deadline=$((SECONDS + $3))
+	while [ $SECONDS -lt $deadline ]; do
+		count=$(records_count "$1")
+		if [ "$count" -ne "$last" ]; then
+			last=$count
+			since=$SECONDS
+		elif [ $((SECONDS - since)) -ge "$2" ]; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	echo "the shell runner was still running jobs after $3 s" >&2
+	return 1
+}
+
 # compare_hex DESCRIPTION EXPECTED_FILE ACTUAL_FILE [at-least-once]: two
 # lists of identifiers in hex, one a line; passes if every expected one is
 # there exactly once (at least once with at-least-once) and nothing else is

@@ -67,6 +67,8 @@ hex_ids expected >"$OUT/expected"
 expected_count=$(wc -l <"$OUT/expected")
 ran_all() { [ "$($REFERENCE_TOOL records "$OUT" | sort -u | wc -l)" -ge "$expected_count" ]; }
 wait_for "$expected_count jobs run" 120 ran_all
+# the jobs sent again after the restart run again: until they all have
+records_settle "$OUT" 3 120
 $REFERENCE_TOOL records "$OUT" >"$OUT/ran"
 echo "# $(wc -l <"$OUT/ran") executions of $expected_count jobs (a job whose answer the kill lost runs again)"
 compare_hex "every committed job ran, nothing else" "$OUT/expected" "$OUT/ran" at-least-once
