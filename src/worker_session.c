@@ -113,7 +113,7 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 
 		w->failures++;
 		delay_ms = backoff_delay_ms(w->failures);
-		kairoi_set_last_error(MyKairoiSlot, reason);
+		kairoi_set_last_error(w->slot, reason);
 		log_failure(w, reason, delay_ms);
 		w->reconnect_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	}
@@ -139,7 +139,7 @@ connect_to_server(Worker *w)
 		return;
 	}
 	forget_wait_set(w);			/* the next wait registers the new socket */
-	kairoi_count_connection_attempt(MyKairoiSlot);
+	kairoi_count_connection_attempt(w->slot);
 	w->pipeline.last_progress = w->connect_started;
 	if (!w->conn.connecting)
 		log_connected(w);
@@ -302,7 +302,7 @@ worker_close_if_idle(Worker *w)
 	connection_close(&w->conn);
 	w->idle_closed = true;
 	w->idle_since = 0;
-	kairoi_publish_pending(MyKairoiSlot, 0);
+	kairoi_publish_pending(w->slot, 0);
 	worker_publish_state(w, KAIROI_STATE_IDLE);
 }
 
