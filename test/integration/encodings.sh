@@ -281,7 +281,8 @@ else
 	fail "d: only $PER_READ requests per read: not packed"
 fi
 # ASCII and non-ASCII interleaved: ASCII is pipelined, a non-ASCII request
-# waits for an empty pipe and opens a single write that what follows joins
+# waits until the server has provably read everything sent and opens a
+# single write that what follows joins
 $KCTL --port "$SPLIT_CPORT" reset >/dev/null
 enqueue_split 2000 mix
 MIX_RESULT=$($TOOL split-check --kind mix --port "$SPLIT_CPORT" --n 2000)
