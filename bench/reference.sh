@@ -70,6 +70,7 @@ RUN=0
 started=$SECONDS
 
 require_reference_server
+[ -z "${BENCH_RESULTS_DIR:-}" ] || mkdir -p "$BENCH_RESULTS_DIR"
 
 # The worker's state in kairoi_status()
 worker_state() { psql_at P postgres -c "SELECT state FROM kairoi_status()"; }
@@ -255,7 +256,6 @@ if [[ " $PARTS " == *" latency "* ]]; then
 fi
 
 if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
-	mkdir -p "$BENCH_RESULTS_DIR"
 	printf 'part\tvariant\tmedian\tmin\tmax\trounds\tratio\n%s' "$TSV_ROWS" \
 		>"$BENCH_RESULTS_DIR/reference.tsv"
 	echo "# wrote $BENCH_RESULTS_DIR/reference.tsv"
