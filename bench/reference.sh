@@ -106,13 +106,19 @@ ext_seconds() {
 		tail -1
 }
 
-# store_count TEXT: occurrences of TEXT's bytes in the server's store
-store_count() {
-	$PYTHON - "$R_DIR" "$1" <<'EOF'
-import glob, os, sys
-needle = os.fsencode(sys.argv[2])
-print(sum(open(f, 'rb').read().count(needle)
-          for f in glob.glob(os.path.join(sys.argv[1], 'logfile*'))))
+# store_check PREFIX COUNT: "intact=I fffd=F" for the jobs PREFIX0 ..
+# PREFIX<COUNT-1> in the server's store: I of them are stored byte for
+# byte, and the store holds F U+FFFD characters.  The store (logfile, and
+# logfile.compressed once compacted, which may hold the same entries again)
+# keeps each identifier after its length in two bytes, big-endian.
+store_check() {
+	$PYTHON - "$R_DIR" "$1" "$2" <<'EOF'
+import glob, os, struct, sys
+store = b''.join(open(f, 'rb').read() for f in glob.glob(os.path.join(sys.argv[1], 'logfile*')))
+prefix = os.fsencode(sys.argv[2])
+ids = (prefix + str(n).encode() for n in range(int(sys.argv[3])))
+intact = sum(1 for i in ids if struct.pack('>H', len(i)) + i in store)
+print('intact=%d fffd=%d' % (intact, store.count('\ufffd'.encode())))
 EOF
 }
 
@@ -165,10 +171,8 @@ one_round() {
 	if [ "$part" = nonascii ]; then
 		local prefix=ジョブ-r$RUN-
 		[ "$variant" = extension ] && prefix=ジョブ-e$RUN-
-		check "$part round $RUN ($variant): no U+FFFD in the server's store" 0 \
-			"$(store_count "$(printf '\xef\xbf\xbd')")"
-		check "$part round $RUN ($variant): $count identifiers intact in the store" "$count" \
-			"$(store_count "$prefix")"
+		check "$part round $RUN ($variant): every identifier intact in the store, no U+FFFD" \
+			"intact=$count fffd=0" "$(store_check "$prefix" "$count")"
 	fi
 	RATE=$(fdiv "$count" "$seconds" %.1f)
 }
