@@ -17,7 +17,7 @@ like kairoi.batch_size). --quickack re-arms TCP_QUICKACK after every read
 (like the worker: against the reference server's one-write-per-reply
 answers, delayed ACKs cost ~40 ms per burst). --drain writes the next batch
 only once everything in flight is answered (like the worker's packed
-non-ASCII writes before 1.2). --first-answer writes the next batch once
+non-ASCII writes in release 1.1). --first-answer writes the next batch once
 the first answer to the previous one is in: the server has then read that
 write (a write of at most 2048 bytes that arrived alone is taken by one
 read), which is the pace of the worker's packed non-ASCII writes. Prints `sent N ok N error N seconds S rate R/s`

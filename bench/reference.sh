@@ -33,7 +33,7 @@
 #             write once the first answer to the previous one is in
 #             (--first-answer: the pace the worker keeps), and, for
 #             reference, once all of them are in (--drain: the worker's
-#             pace before 1.2).  The server's store is searched for U+FFFD
+#             pace in release 1.1).  The server's store is searched for U+FFFD
 #             after every round: a corrupted identifier is a failure.
 #   latency   commits of 1 and BURST_SIZE jobs at random moments (gaps of
 #             GAP_MS..1.5*GAP_MS), each followed by kairoi_flush() in the
