@@ -343,19 +343,73 @@ pending_condition(const FlushTarget *target)
 					target->low_seq, target->max_seq, target->max_version);
 }
 
-/* Is anything still pending?  Advances target->low_seq. */
+/*
+ * A one-value query that kairoi_flush runs after each batch of answers the
+ * worker applies, and once more before it returns: on the path from the
+ * server's last answer to the flush's return, so planned once per backend
+ * (a generic plan, kept across transactions; the plan cache plans it again
+ * after DDL on the tables it reads).
+ */
+typedef struct FlushCheck
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[3];
+	SPIPlanPtr	plan;			/* NULL until first used */
+} FlushCheck;
+
+static FlushCheck lowest_pending_check = {
+	"SELECT min(seq) FROM kairoi.outbox "
+	"WHERE seq >= $1 AND seq <= $2 AND version <= $3",
+	3, {INT8OID, INT8OID, INT8OID}
+};
+
+static FlushCheck rejections_check = {
+	"SELECT count(*) FROM kairoi.failed WHERE version <= $1 AND failed_at >= $2",
+	2, {INT8OID, TIMESTAMPTZOID}
+};
+
+/*
+ * Run a check with these arguments; its int8 result, or false if NULL.  Not
+ * read-only, so that each run takes a fresh snapshot in READ COMMITTED:
+ * kairoi_flush must see the worker's progress.
+ */
 static bool
-still_pending(FlushTarget *target)
+run_flush_check(FlushCheck *check, Datum *args, int64 *result)
 {
 	Datum		value;
 	bool		isnull;
 
-	query_one_row(psprintf("SELECT min(seq) FROM kairoi.outbox WHERE %s",
-						   pending_condition(target)), 1, &value, &isnull);
-	if (isnull)
-		return false;
-	target->low_seq = DatumGetInt64(value);
-	return true;
+	SPI_connect();
+	if (check->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(check->sql, check->nargs,
+											  check->argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "kairoi: could not plan query: %s", check->sql);
+		check->plan = plan;
+	}
+	if (SPI_execute_plan(check->plan, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "kairoi: query failed: %s", check->sql);
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						  &isnull);
+	if (!isnull)
+		*result = DatumGetInt64(value);
+	SPI_finish();
+	return !isnull;
+}
+
+/* Is anything still pending?  Advances target->low_seq. */
+static bool
+still_pending(FlushTarget *target)
+{
+	Datum		args[3] = {Int64GetDatum(target->low_seq),
+		Int64GetDatum(target->max_seq), Int64GetDatum(target->max_version)};
+
+	return run_flush_check(&lowest_pending_check, args, &target->low_seq);
 }
 
 static int64
@@ -372,18 +426,15 @@ count_pending(const FlushTarget *target)
 static void
 report_rejections(int64 version, TimestampTz since)
 {
-	Datum		value;
-	bool		isnull;
-	char	   *sql = psprintf("SELECT count(*) FROM kairoi.failed "
-							   "WHERE version <= " INT64_FORMAT " AND failed_at >= '%s'",
-							   version, timestamptz_to_str(since));
+	Datum		args[2] = {Int64GetDatum(version), TimestampTzGetDatum(since)};
+	int64		rejected = 0;
 
-	query_one_row(sql, 1, &value, &isnull);
-	if (DatumGetInt64(value) > 0)
+	(void) run_flush_check(&rejections_check, args, &rejected);
+	if (rejected > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("%lld entries were rejected by the Kairoi server during kairoi_flush",
-						(long long) DatumGetInt64(value)),
+						(long long) rejected),
 				 errdetail("After kairoi.max_attempts answers of ERROR they were moved to kairoi_failed."),
 				 errhint("Inspect kairoi_failed, fix the cause, then call kairoi_retry_failed().")));
 }

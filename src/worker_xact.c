@@ -44,16 +44,16 @@ log_leaving(const char *datname)
  * (the extension may be back already).
  */
 static void
-exit_if_extension_dropped(void)
+exit_if_extension_dropped(KairoiDatabaseSlot *slot)
 {
 	bool		present;
 
 	StartTransactionCommand();
 	present = outbox_extension_exists();
 	CommitTransactionCommand();
-	if (!present && kairoi_release_slot_if_quiet(MyKairoiSlot))
+	if (!present && kairoi_release_slot_if_quiet(slot))
 	{
-		log_leaving(NameStr(MyKairoiSlot->datname));
+		log_leaving(NameStr(slot->datname));
 		proc_exit(0);
 	}
 }
@@ -88,11 +88,11 @@ worker_run_transaction(Worker *w, WorkerTransactionBody body,
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		exit_if_extension_dropped();
+		exit_if_extension_dropped(w->slot);
 		ereport(LOG,
 				(errmsg("kairoi: could not %s: %s", what, edata->message),
 				 errhint("The worker retries after kairoi.poll_interval.")));
-		kairoi_set_last_error(MyKairoiSlot, edata->message);
+		kairoi_set_last_error(w->slot, edata->message);
 		FreeErrorData(edata);
 		pipeline_rewind(&w->pipeline, 0);
 		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -129,7 +129,7 @@ worker_apply_answers(Worker *w)
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
-		kairoi_count_acknowledged(MyKairoiSlot,
+		kairoi_count_acknowledged(w->slot,
 								  outbox_delete_acknowledged(tids, versions, n));
 	}
 	for (int i = 0; i < rejected->count; i++)
@@ -149,7 +149,7 @@ worker_apply_answers(Worker *w)
 				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
 	if (rejected->count > 0)
 	{
-		kairoi_set_last_error(MyKairoiSlot, "the Kairoi server answered ERROR");
+		kairoi_set_last_error(w->slot, "the Kairoi server answered ERROR");
 		w->next_retry = outbox_next_retry_at();
 	}
 }
@@ -169,7 +169,7 @@ worker_check_outbox(Worker *w)
 void
 worker_count_outbox(Worker *w)
 {
-	kairoi_publish_pending(MyKairoiSlot, outbox_count_entries());
+	kairoi_publish_pending(w->slot, outbox_count_entries());
 }
 
 /*
@@ -178,15 +178,15 @@ worker_count_outbox(Worker *w)
  * is lost: unacknowledged rows stay in the outbox.
  */
 void
-worker_exit_if_restart_requested(void)
+worker_exit_if_restart_requested(Worker *w)
 {
-	if (kairoi_restart_requested(MyKairoiSlot))
+	if (kairoi_restart_requested(w->slot))
 	{
 		/* DROP EXTENSION needs no new worker: leave at once */
-		exit_if_extension_dropped();
+		exit_if_extension_dropped(w->slot);
 		ereport(LOG,
 				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
-						NameStr(MyKairoiSlot->datname))));
+						NameStr(w->slot->datname))));
 		proc_exit(0);
 	}
 }
@@ -196,8 +196,9 @@ worker_exit_if_restart_requested(void)
  * no other worker may serve it.  A worker restarted after DROP EXTENSION
  * releases the slot, unless a commit (CREATE EXTENSION again) announced
  * itself while it looked.  A probe that finds no extension just exits.
+ * Returns the slot taken, or NULL if the worker is not to serve.
  */
-bool
+KairoiDatabaseSlot *
 worker_start_serving(Oid database)
 {
 	for (;;)
@@ -216,16 +217,13 @@ worker_start_serving(Oid database)
 		CommitTransactionCommand();
 
 		if (present)
-		{
-			MyKairoiSlot = kairoi_publish_worker(database, datname);
-			return MyKairoiSlot != NULL;
-		}
+			return kairoi_publish_worker(database, datname);
 		if (slot == NULL)
-			return false;
+			return NULL;
 		if (kairoi_release_slot_if_quiet(slot))
 		{
 			log_leaving(datname);
-			return false;
+			return NULL;
 		}
 	}
 }
