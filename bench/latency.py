@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """bench/latency.py: commit-to-acknowledgement latency samples (driven by bench/latency.sh).
 
-    python3 bench/latency.py --conninfo CONNINFO --port KCP_PORT --cport CONTROL_PORT
+    python3 bench/latency.py --conninfo CONNINFO --port KCP_PORT [--cport CONTROL_PORT]
         --phase connected|idle_reconnect|bursts --delays "0 8" --samples N [--rounds R]
         [--gap-ms G] [--sizes "2 10 28"] [--tsv FILE]
+
+Without --cport (a server with no control port, such as the reference Kairoi
+server) only the phase `bursts` runs, and its delay column reads `ref`.
 
 Both ends are timestamped on the machine's wall clock: the commit by
 PostgreSQL itself (its commit timestamp, track_commit_timestamp = on: taken
@@ -172,7 +175,7 @@ class Bench:
     def __init__(self, a):
         self.a = a
         self.pg = Postgres(a.conninfo)
-        self.ctl = Control('127.0.0.1', a.cport)
+        self.ctl = Control('127.0.0.1', a.cport) if a.cport else None
         self.raw = RawClient(a.port)
         self.samples = []      # (state, latency_ms, delay_ms)
         self.overlapped = 0
@@ -261,8 +264,12 @@ class Bench:
         committed = float(committed)
         return (float(acked) - committed) * 1000.0, (flushed - committed) * 1000.0
 
+    def set_delay(self, delay):
+        if self.ctl is not None:
+            self.ctl.fault(reply_delay_ms=delay)
+
     def burst_round(self, delay, n):
-        self.ctl.fault(reply_delay_ms=delay)
+        self.set_delay(delay)
         self.raw.connect()
         try:
             self.raw.set_burst('lat-warm-', 1)
@@ -312,6 +319,8 @@ class Bench:
 
     def run(self):
         delays = [float(d) if '.' in d else int(d) for d in self.a.delays.split()]
+        if self.ctl is None:
+            delays = ['ref']
         self.sizes = [int(x) for x in self.a.sizes.split()]
         per_round = max(1, self.a.samples // self.a.rounds)
         if self.a.phase == 'bursts':
@@ -329,7 +338,7 @@ class Bench:
                     self.burst_round(delay, per_round)
                 else:
                     self.idle_round(delay, per_round)
-        self.ctl.fault(reply_delay_ms=0)
+        self.set_delay(0)
         self.pg.close()
 
 
@@ -345,7 +354,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--conninfo', required=True)
     ap.add_argument('--port', type=int, required=True, help='KCP port of the test server')
-    ap.add_argument('--cport', type=int, required=True, help='its control port')
+    ap.add_argument('--cport', type=int, help='its control port (test server only)')
     ap.add_argument('--phase', choices=('connected', 'idle_reconnect', 'bursts'), required=True)
     ap.add_argument('--sizes', default='2 10 28', help='jobs per commit (phase bursts)')
     ap.add_argument('--delays', default='0 8', help='reply_delay_ms values')
@@ -355,6 +364,8 @@ def main():
     ap.add_argument('--idle-wait-s', type=float, default=120)
     ap.add_argument('--tsv')
     a = ap.parse_args()
+    if a.cport is None and a.phase != 'bursts':
+        ap.error('--phase %s needs the test server\'s --cport' % a.phase)
     b = Bench(a)
     b.run()
     if a.tsv:

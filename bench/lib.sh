@@ -47,3 +47,52 @@ broken() {
 	finish
 	exit 1
 }
+
+# The reference Kairoi server: the binary KAIROI_REFERENCE_SERVER names (the
+# test suite's variable too).  require_reference_server stops the calling
+# benchmark, saying why, when it is not set or not executable.
+require_reference_server() {
+	if [ -z "${KAIROI_REFERENCE_SERVER:-}" ] || [ ! -x "$KAIROI_REFERENCE_SERVER" ]; then
+		echo "$(basename "$0"): KAIROI_REFERENCE_SERVER must name the reference Kairoi server's" \
+			"binary (kairoi, built from its upstream source); it is" \
+			"'${KAIROI_REFERENCE_SERVER:-unset}': nothing measured" >&2
+		broken "no reference Kairoi server"
+	fi
+}
+
+# start_reference_server VAR_PREFIX [PORT]: the reference server with an
+# empty store, in a directory of its own, fsync on, framerate 512, on PORT
+# (default: a free one).  Sets ${PREFIX}_PORT, ${PREFIX}_PID, ${PREFIX}_DIR.
+# The server keeps running when it cannot bind: the start counts only once
+# its own pid listens on the port.
+start_reference_server() {
+	local prefix=$1 port=${2:-} dir pid
+	[ -n "$port" ] || port=$(free_port)
+	dir=$(make_temp_dir)
+	printf '[log]\nlevel = "warn"\n[controller]\nlisten = "127.0.0.1:%s"\n[database]\nfsync_on_persist = true\nframerate = 512\n' \
+		"$port" >"$dir/configuration.toml"
+	(cd "$dir" && exec "$KAIROI_REFERENCE_SERVER" -c configuration.toml >>server.log 2>&1) &
+	pid=$!
+	CLEANUP_PIDS+=("$pid")
+	printf -v "${prefix}_PORT" '%s' "$port"
+	printf -v "${prefix}_PID" '%s' "$pid"
+	printf -v "${prefix}_DIR" '%s' "$dir"
+	for _ in $(seq 1 500); do
+		ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid," && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.02
+	done
+	echo "the reference server did not listen on port $port:" >&2
+	cat "$dir/server.log" >&2
+	return 1
+}
+
+# stop_reference_server VAR_PREFIX: SIGKILL (it has no signal handling) and
+# remove its store
+stop_reference_server() {
+	local pid_var="${1}_PID" dir_var="${1}_DIR"
+	kill -KILL "${!pid_var}" 2>/dev/null
+	wait "${!pid_var}" 2>/dev/null
+	rm -rf "${!dir_var:?}"
+	return 0
+}

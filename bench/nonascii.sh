@@ -7,18 +7,20 @@
 # The reference server corrupts a character that one of its 2048-byte reads
 # cuts in two, so the worker sends non-ASCII requests in single writes of at
 # most kairoi.non_ascii_write_limit bytes, each when nothing else is in
-# flight (README, "Pointing it at a real Kairoi server").  Two modes, in
-# alternating rounds against one test server started with --split-reads,
-# --reference-replies (one write per reply, Nagle on: a client that delays
-# its ACKs waits ~40 ms for all but the first reply of each packed write)
-# and reply_delay_ms=DELAY_MS (the reference server's ~7.9 ms reply cadence):
+# flight (README, "Pointing it at a real Kairoi server").  Three modes, in
+# alternating rounds against one test server started with --split-reads and
+# --reference-pace (the reference server's pace: replies in frames, 128 a
+# second, one write per reply with Nagle on, one request handed on per
+# turn), plus reply_delay_ms=DELAY_MS if set:
 #   alone   kairoi.non_ascii_write_limit = 0: every non-ASCII request alone,
 #           one round trip each (the behaviour before packing);
 #   packed  the default limit (1400 bytes);
 #   raw     the baseline: bench/raw_client.py writes RAW_PER_WRITE SETs of
-#           the same shape ('ジョブ-r<run>-<n>') in one write when nothing is in
-#           flight (--drain), re-arming TCP_QUICKACK after each read.
-# Each round commits JOBS_<mode> jobs 'ジョブ-<run>-<g>-é' in one statement
+#           the same shape ('ジョブ-r<run>-<n>') in one write, the next once
+#           the first answer to the last is in (--first-answer, the worker's
+#           pace), re-arming TCP_QUICKACK after each read.
+# The same against the reference server itself: bench/reference.sh.
+# Each round commits JOBS_<mode> jobs 'ジョブ-e<run>-<g>' in one statement
 # and times from the commit until the server stores them all; requests per
 # write = jobs / the server's reads (with nothing else in flight, each write
 # is one read).  Every delivered identifier is checked byte for byte.
@@ -26,7 +28,7 @@
 # (medians of REPEAT rounds, with the spread); nothing is asserted on time. Ends with
 # "N passed, M failed" for the sanity checks.
 #
-# Environment: REPEAT (3), DELAY_MS (8), JOBS_ALONE (500), JOBS_PACKED
+# Environment: REPEAT (3), DELAY_MS (0), JOBS_ALONE (500), JOBS_PACKED
 # (10000, also the raw client's count), RAW_PER_WRITE (28), BENCH_RESULTS_DIR (if set: nonascii.tsv there, columns
 # mode requests_per_write rate ratio; ratio against alone).
 set -u
@@ -35,7 +37,7 @@ set -u
 
 TOOL="$PYTHON $KAIROI_ROOT/test/integration/encodings_tool.py"
 REPEAT=${REPEAT:-3}
-DELAY_MS=${DELAY_MS:-8}
+DELAY_MS=${DELAY_MS:-0}
 JOBS_ALONE=${JOBS_ALONE:-500}
 JOBS_PACKED=${JOBS_PACKED:-10000}
 RAW_PER_WRITE=${RAW_PER_WRITE:-28}
@@ -60,8 +62,8 @@ run_raw() {
 	$KCTL --port "$S_CPORT" reset >/dev/null &&
 		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$DELAY_MS" >/dev/null || return 1
 	RUN=$((RUN + 1))
-	out=$($PYTHON "$BENCH/raw_client.py" --port "$S_PORT" --count "$1" --window "$RAW_PER_WRITE" \
-		--batch "$RAW_PER_WRITE" --drain --quickack --prefix "ジョブ-r$RUN-" --json) || return 1
+	out=$($PYTHON "$BENCH/raw_client.py" --port "$S_PORT" --count "$1" --window "$((2 * RAW_PER_WRITE))" \
+		--batch "$RAW_PER_WRITE" --first-answer --quickack --prefix "ジョブ-r$RUN-" --json) || return 1
 	echo "$(echo "$out" | $PYTHON -c "import json,sys; print('%.1f' % json.load(sys.stdin)['rate'])")" \
 		"$(fdiv "$1" "$(server_count reads)" %.1f)"
 }
@@ -73,7 +75,7 @@ run_mode() {
 		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$DELAY_MS" >/dev/null || return 1
 	RUN=$((RUN + 1))
 	psql_at P postgres -c "VACUUM kairoi.outbox" || return 1
-	psql_at P postgres -c "SELECT count(kairoi_job_set('ジョブ-$RUN-' || g || '-é',
+	psql_at P postgres -c "SELECT count(kairoi_job_set('ジョブ-e$RUN-' || g,
 		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $count) g" >/dev/null ||
 		return 1
 	t1=$(now)
@@ -93,7 +95,7 @@ echo "# kairoi non-ASCII benchmark: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, $(nproc
 	"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# REPEAT=$REPEAT DELAY_MS=$DELAY_MS JOBS_ALONE=$JOBS_ALONE JOBS_PACKED=$JOBS_PACKED"
 
-start_server S --split-reads --reference-replies || broken "start the test server"
+start_server S --split-reads --reference-pace || broken "start the test server"
 start_cluster P "$S_PORT" || broken "start PostgreSQL"
 psql_at P postgres -c "CREATE EXTENSION kairoi" || broken "CREATE EXTENSION"
 wait_for "the worker" 30 worker_is_up P postgres || broken "worker started"
@@ -120,7 +122,7 @@ for ((r = 0; r < REPEAT; r++)); do
 done
 
 echo
-echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads --reference-replies (median of $REPEAT)"
+echo "## non-ASCII identifiers, reply_delay_ms=$DELAY_MS, --split-reads --reference-pace (median of $REPEAT)"
 printf '%-8s %18s %12s %12s %12s %8s %8s\n' mode "requests/write" "jobs/s" "min" "max" ratio "vs raw"
 # shellcheck disable=SC2086
 base=$(median ${RATES[alone]})

@@ -10,14 +10,17 @@ reported as a ratio of this one.
 
     python3 bench/raw_client.py --port P [--host H] [--count N] [--window W]
         [--batch B] [--prefix raw-] [--execution '2030-01-01 00:00:00'] [--json]
-        [--quickack] [--drain]
+        [--quickack] [--drain | --first-answer]
 
 --batch bounds how many requests are encoded into one write (default 500,
 like kairoi.batch_size). --quickack re-arms TCP_QUICKACK after every read
 (like the worker: against the reference server's one-write-per-reply
 answers, delayed ACKs cost ~40 ms per burst). --drain writes the next batch
 only once everything in flight is answered (like the worker's packed
-non-ASCII writes; bench/nonascii.sh). Prints `sent N ok N error N seconds S rate R/s`
+non-ASCII writes in release 1.1). --first-answer writes the next batch once
+the first answer to the previous one is in: the server has then read that
+write (a write of at most 2048 bytes that arrived alone is taken by one
+read), which is the pace of the worker's packed non-ASCII writes. Prints `sent N ok N error N seconds S rate R/s`
 (or one JSON object with --json). Python standard library only.
 """
 import argparse
@@ -40,7 +43,8 @@ def base36(n):
     return ''.join(reversed(out))
 
 
-def run(host, port, count, window, batch, prefix, execution, quickack=False, drain=False):
+def run(host, port, count, window, batch, prefix, execution, quickack=False, drain=False,
+        first_answer=False):
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
@@ -48,6 +52,7 @@ def run(host, port, count, window, batch, prefix, execution, quickack=False, dra
     sel.register(sock, selectors.EVENT_READ)
 
     in_flight = {}          # request id -> sequence number of the job
+    unread = set()          # ids of the last write, while none of them is answered
     next_job = 0
     ok = errors = 0
     outbuf = bytearray()
@@ -56,13 +61,15 @@ def run(host, port, count, window, batch, prefix, execution, quickack=False, dra
     while ok + errors < count:
         # fill the window (encode at most `batch` requests per round)
         room = min(window - len(in_flight), count - next_job, batch)
-        if drain and in_flight:
+        if (drain and in_flight) or (first_answer and unread):
             room = 0
         if room > 0:
             lines = []
             for _ in range(room):
                 rid = base36(next_job)
                 in_flight[rid] = next_job
+                if first_answer:
+                    unread.add(rid)
                 lines.append('%s SET %s%d "%s"\n' % (rid, prefix, next_job, execution))
                 next_job += 1
             outbuf += ''.join(lines).encode()
@@ -94,6 +101,8 @@ def run(host, port, count, window, batch, prefix, execution, quickack=False, dra
                     rid, _, status = line.decode().rpartition(' ')
                     if in_flight.pop(rid, None) is None:
                         raise SystemExit('unknown response id %r' % rid)
+                    if rid in unread:
+                        unread.clear()
                     if status == 'OK':
                         ok += 1
                     else:
@@ -116,9 +125,12 @@ def main():
     ap.add_argument('--json', action='store_true')
     ap.add_argument('--quickack', action='store_true')
     ap.add_argument('--drain', action='store_true')
+    ap.add_argument('--first-answer', action='store_true')
     a = ap.parse_args()
+    if a.drain and a.first_answer:
+        ap.error('--drain and --first-answer exclude each other')
     r = run(a.host, a.port, a.count, max(1, a.window), max(1, a.batch), a.prefix, a.execution,
-            a.quickack, a.drain)
+            a.quickack, a.drain, a.first_answer)
     if a.json:
         print(json.dumps(r))
     else:

@@ -359,39 +359,87 @@ typedef struct FlushTarget
 	int64		low_seq;
 } FlushTarget;
 
-/* The entries waited for, of those at low_seq or after */
-static char *
-waited_for(const FlushTarget *target)
+/*
+ * A one-value query that kairoi_flush runs after each batch of answers the
+ * worker applies, and once more before it returns: on the path from the
+ * server's last answer to the flush's return, so planned once per backend
+ * (a generic plan, kept across transactions; the plan cache plans it again
+ * after DDL on the tables it reads).
+ */
+typedef struct FlushCheck
 {
-	return psprintf("seq >= " INT64_FORMAT " AND seq <= " INT64_FORMAT
-					" AND version <= " INT64_FORMAT,
-					target->low_seq, target->bound, target->bound);
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[2];
+	SPIPlanPtr	plan;			/* NULL until first used */
+} FlushCheck;
+
+/* $1 low_seq, $2 bound: the first entry waited for, if any */
+static FlushCheck lowest_pending_check = {
+	"SELECT LEAST("
+	"  (SELECT seq FROM kairoi.pending_jobs "
+	"   WHERE seq >= $1 AND seq <= $2 AND version <= $2 ORDER BY seq LIMIT 1), "
+	"  (SELECT seq FROM kairoi.pending_rules "
+	"   WHERE seq >= $1 AND seq <= $2 AND version <= $2 ORDER BY seq LIMIT 1))",
+	2, {INT8OID, INT8OID}
+};
+
+static FlushCheck rejections_check = {
+	"SELECT count(*) FROM kairoi.failed WHERE version <= $1 AND failed_at >= $2",
+	2, {INT8OID, TIMESTAMPTZOID}
+};
+
+/*
+ * Run a check with these arguments; its int8 result, or false if NULL.  Not
+ * read-only, so that each run takes a fresh snapshot in READ COMMITTED:
+ * kairoi_flush must see the worker's progress.
+ */
+static bool
+run_flush_check(FlushCheck *check, Datum *args, int64 *result)
+{
+	Datum		value;
+	bool		isnull;
+
+	SPI_connect();
+	if (check->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(check->sql, check->nargs,
+											  check->argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "kairoi: could not plan query: %s", check->sql);
+		check->plan = plan;
+	}
+	if (SPI_execute_plan(check->plan, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "kairoi: query failed: %s", check->sql);
+	value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						  &isnull);
+	if (!isnull)
+		*result = DatumGetInt64(value);
+	SPI_finish();
+	return !isnull;
 }
 
 /* Is anything still pending?  Advances target->low_seq. */
 static bool
 still_pending(FlushTarget *target)
 {
-	char	   *condition = waited_for(target);
-	Datum		value;
-	bool		isnull;
+	Datum		args[2] = {Int64GetDatum(target->low_seq),
+	Int64GetDatum(target->bound)};
 
-	query_one_row(psprintf("SELECT LEAST("
-						   "  (SELECT seq FROM kairoi.pending_jobs WHERE %s ORDER BY seq LIMIT 1), "
-						   "  (SELECT seq FROM kairoi.pending_rules WHERE %s ORDER BY seq LIMIT 1))",
-						   condition, condition),
-				  1, &value, &isnull);
-	if (isnull)
-		return false;
-	target->low_seq = DatumGetInt64(value);
-	return true;
+	return run_flush_check(&lowest_pending_check, args, &target->low_seq);
 }
 
 /* Entries still pending, for the error message: up to OUTBOX_EXACT_COUNT */
 static int64
 count_pending(const FlushTarget *target)
 {
-	char	   *condition = waited_for(target);
+	char	   *condition = psprintf("seq >= " INT64_FORMAT " AND seq <= " INT64_FORMAT
+									 " AND version <= " INT64_FORMAT,
+									 target->low_seq, target->bound,
+									 target->bound);
 	Datum		value;
 	bool		isnull;
 
@@ -407,18 +455,15 @@ count_pending(const FlushTarget *target)
 static void
 report_rejections(int64 version, TimestampTz since)
 {
-	Datum		value;
-	bool		isnull;
-	char	   *sql = psprintf("SELECT count(*) FROM kairoi.failed "
-							   "WHERE version <= " INT64_FORMAT " AND failed_at >= '%s'",
-							   version, timestamptz_to_str(since));
+	Datum		args[2] = {Int64GetDatum(version), TimestampTzGetDatum(since)};
+	int64		rejected = 0;
 
-	query_one_row(sql, 1, &value, &isnull);
-	if (DatumGetInt64(value) > 0)
+	(void) run_flush_check(&rejections_check, args, &rejected);
+	if (rejected > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("%lld entries were rejected by the Kairoi server during kairoi_flush",
-						(long long) DatumGetInt64(value)),
+						(long long) rejected),
 				 errdetail("After kairoi.max_attempts answers of ERROR they were moved to kairoi_failed."),
 				 errhint("Inspect kairoi_failed, fix the cause, then call kairoi_retry_failed().")));
 }

@@ -17,8 +17,9 @@
  *	  The reference server corrupts non-ASCII text that straddles one of
  *	  its 2048-byte reads, so requests holding non-ASCII bytes go out in
  *	  single writes of at most one TCP segment (kairoi.non_ascii_write_limit),
- *	  each when nothing else is in flight, and nothing follows one until
- *	  all of it is answered (see send_entry).
+ *	  each once the server has provably read everything sent before it, and
+ *	  nothing follows one until the server has provably read it: until the
+ *	  first answer to one of its requests (see may_queue_now).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,7 +47,8 @@ typedef struct InFlight
  * pipeline_fetch_and_send() call.  The reference server corrupts a
  * character that one of its 2048-byte reads cuts in two.  A write of at
  * most one TCP segment, sent when the server has read everything before
- * it, arrives whole and is read whole: no read can end inside it.
+ * it, arrives whole and is read whole: no read can end inside it.  So an
+ * answer to any of its requests proves that the server has read all of it.
  */
 typedef struct NonAsciiWrite
 {
@@ -100,6 +102,8 @@ void
 pipeline_restart_numbering(Pipeline *p)
 {
 	p->next_request_number = 0;
+	p->unread_from = 0;
+	p->single_write_start = p->single_write_end = 0;
 }
 
 void
@@ -151,11 +155,29 @@ in_flight_remove(Pipeline *p, InFlight *item)
 	dlist_delete(&item->node);
 	hash_search(p->in_flight, &item->request_number, HASH_REMOVE, NULL);
 	p->n_in_flight--;
-	if (p->n_in_flight == 0)
-	{
+}
+
+/* Has the server provably read every request sent? */
+static bool
+everything_sent_is_read(const Pipeline *p)
+{
+	return p->unread_from >= p->next_request_number;
+}
+
+/*
+ * An answer to request_number: the server has read that request, hence
+ * everything sent before it (it reads the connection in order) and, if
+ * it belongs to a single write, all of that write (read whole).
+ */
+static void
+note_read_through(Pipeline *p, uint64 request_number)
+{
+	p->unread_from = Max(p->unread_from, request_number + 1);
+	if (request_number >= p->single_write_start &&
+		request_number < p->single_write_end)
+		p->unread_from = Max(p->unread_from, p->single_write_end);
+	if (everything_sent_is_read(p))
 		p->draining = false;
-		p->single_write_in_flight = false;
-	}
 }
 
 void
@@ -169,7 +191,6 @@ pipeline_forget_in_flight(Pipeline *p)
 		in_flight_remove(p, dlist_container(InFlight, node, iter.cur));
 	}
 	p->draining = false;
-	p->single_write_in_flight = false;
 	pipeline_rewind(p, 0);
 }
 
@@ -214,6 +235,7 @@ pipeline_handle_response(Pipeline *p, const KcpResponse *response)
 	answers_append(response->status == KCP_STATUS_OK ? &p->acknowledged
 				   : &p->rejected, item);
 	in_flight_remove(p, item);
+	note_read_through(p, number);
 	p->last_progress = GetCurrentTimestamp();
 	return true;
 }
@@ -277,18 +299,18 @@ non_ascii_write_limit(KairoiConnection *conn)
 }
 
 /*
- * Open a single write for a first request of first_size bytes; nothing is
- * in flight, so nothing is queued.  A first request larger than the bound
- * goes alone and is written like any other: no write of that size is
- * protected, and insisting on one send() for it could fail forever on a
- * connection whose socket never takes that much at once.
+ * Open a single write for a first request of first_size bytes; the server
+ * has read everything sent, so nothing is queued.  A first request larger
+ * than the bound goes alone and is written like any other: no write of
+ * that size is protected, and insisting on one send() for it could fail
+ * forever on a connection whose socket never takes that much at once.
  */
 static void
 open_non_ascii_write(Pipeline *p, KairoiConnection *conn,
 					 NonAsciiWrite *write, size_t first_size)
 {
-	Assert(p->n_in_flight == 0);
-	p->single_write_in_flight = true;
+	Assert(everything_sent_is_read(p));
+	p->single_write_start = p->single_write_end = p->next_request_number;
 	write->limit = non_ascii_write_limit(conn);
 	write->bytes = 0;
 	if (first_size <= (size_t) write->limit)
@@ -308,16 +330,20 @@ non_ascii_write_is_full(const NonAsciiWrite *write, size_t size)
 
 /*
  * May this encoded request be queued now?  False if it must wait until
- * nothing is in flight.
+ * the server has provably read everything sent.
  *
  * Requests are pipelined up to the window until one holds non-ASCII text
  * (a byte >= 0x80 in the request is one in an argument: encoding adds only
- * ASCII).  That one waits until nothing is in flight, then opens a single
- * write (NonAsciiWrite); the requests after it, ASCII or not, join it
- * while they fit in its bound.  A request larger than the bound goes
- * alone, written as the socket takes it.  From the opening of a single
- * write the worker drains: nothing more is sent until all of it is
- * answered, so it is the only thing the server has to read.
+ * ASCII).  That one waits until the server has provably read everything
+ * sent (note_read_through), then opens a single write (NonAsciiWrite); the
+ * requests after it, ASCII or not, join it while they fit in its bound.
+ * A request larger than the bound goes alone, written as the socket takes
+ * it.  From the opening of a single write the worker drains: nothing more
+ * is sent until the server has provably read it (the first answer to any
+ * of its requests), so it is the only thing the server has to read.  The
+ * next single write may then go while the server still executes this
+ * one: the server answers a write of ~28 requests in two reply frames,
+ * and waiting for the second would cost a frame per write.
  */
 static bool
 may_queue_now(Pipeline *p, KairoiConnection *conn, NonAsciiWrite *write,
@@ -328,7 +354,7 @@ may_queue_now(Pipeline *p, KairoiConnection *conn, NonAsciiWrite *write,
 	if (!kcp_has_non_ascii(request, size))
 		return true;
 	p->draining = true;
-	if (p->n_in_flight > 0)
+	if (!everything_sent_is_read(p))
 		return false;
 	open_non_ascii_write(p, conn, write, size);
 	return true;
@@ -353,6 +379,8 @@ send_entry(Pipeline *p, KairoiConnection *conn, const OutboxEntry *entry,
 		}
 		in_flight_add(p, p->next_request_number, entry);
 		p->next_request_number++;
+		if (write->limit >= 0)
+			p->single_write_end = p->next_request_number;
 	}
 	pfree(request);
 	return queued;

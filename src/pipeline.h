@@ -37,9 +37,12 @@ typedef struct Pipeline
 	dlist_head	in_flight_order;	/* the same, in send order */
 	int			n_in_flight;
 	uint64		next_request_number;	/* on this connection */
-	bool		draining;		/* send nothing until nothing is in flight */
-	bool		single_write_in_flight; /* what is in flight is one single
-										 * write of non-ASCII text */
+	uint64		unread_from;	/* the server has provably read every
+								 * request numbered below this */
+	uint64		single_write_start; /* request numbers of the last single */
+	uint64		single_write_end;	/* write of non-ASCII text: [start, end) */
+	bool		draining;		/* send nothing until the server has read
+								 * everything sent */
 	int			last_single_write;	/* requests in the last fetch's single
 									 * write of non-ASCII text, or 0 */
 	AnswerList	acknowledged;

@@ -57,8 +57,6 @@
 
 #define WORKER_LOCK_TIMEOUT "1s"
 
-KairoiDatabaseSlot *MyKairoiSlot = NULL;
-
 /*
  * A commit announced rows: read from there (the cursor may be past them).
  * Commits arriving within kairoi.batch_delay of this one will not wake the
@@ -67,7 +65,7 @@ KairoiDatabaseSlot *MyKairoiSlot = NULL;
 static void
 take_rescan_request(Worker *w)
 {
-	int64		from_seq = kairoi_take_rescan_request(MyKairoiSlot);
+	int64		from_seq = kairoi_take_rescan_request(w->slot);
 
 	if (from_seq == PG_INT64_MAX)
 		return;
@@ -191,12 +189,12 @@ wait_for_work(Worker *w, long timeout_ms)
 	else if (w->socket_event >= 0)
 		ModifyWaitEvent(w->wait_set, w->socket_event, socket_events(w), NULL);
 
-	if (kairoi_ask_for_commit_wakeups(MyKairoiSlot, commit_gives_work(w) &&
+	if (kairoi_ask_for_commit_wakeups(w->slot, commit_gives_work(w) &&
 									  !in_commit_batch_delay(w, &timeout_ms)))
 		timeout_ms = 0;
 	n = WaitEventSetWait(w->wait_set, timeout_ms, occurred, lengthof(occurred),
 						 PG_WAIT_EXTENSION);
-	(void) kairoi_ask_for_commit_wakeups(MyKairoiSlot, false);
+	(void) kairoi_ask_for_commit_wakeups(w->slot, false);
 	for (int i = 0; i < n; i++)
 		events |= occurred[i].events;
 
@@ -229,9 +227,10 @@ tick(Worker *w)
 }
 
 static void
-worker_init(Worker *w)
+worker_init(Worker *w, KairoiDatabaseSlot *slot)
 {
 	memset(w, 0, sizeof(*w));
+	w->slot = slot;
 	connection_init(&w->conn);
 	strlcpy(w->server, kairoi_server, sizeof(w->server));
 	pipeline_init(&w->pipeline);
@@ -248,6 +247,7 @@ kairoi_worker_main(Datum main_arg)
 {
 	Oid			database = DatumGetObjectId(main_arg);
 	Worker		w;
+	KairoiDatabaseSlot *slot;
 	int			wait_events = 0;
 
 	/*
@@ -284,12 +284,12 @@ kairoi_worker_main(Datum main_arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	MemoryContextSwitchTo(TopMemoryContext);
-	if (!worker_start_serving(database))
+	slot = worker_start_serving(database);
+	if (slot == NULL)
 		proc_exit(0);
-	worker_wait_for_extension_update();
-	pgstat_report_appname(psprintf("kairoi worker %s",
-								   NameStr(MyKairoiSlot->datname)));
-	worker_init(&w);
+	worker_wait_for_extension_update(slot);
+	pgstat_report_appname(psprintf("kairoi worker %s", NameStr(slot->datname)));
+	worker_init(&w, slot);
 	worker_publish_state(&w, w.idle_closed ? KAIROI_STATE_IDLE
 						 : KAIROI_STATE_STARTING);
 
@@ -298,7 +298,7 @@ kairoi_worker_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 			worker_reload_configuration(&w);
-		worker_exit_if_restart_requested();
+		worker_exit_if_restart_requested(w.slot);
 
 		MemoryContextSwitchTo(w.iteration_context);
 		tick(&w);

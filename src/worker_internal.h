@@ -21,6 +21,8 @@
 
 typedef struct Worker
 {
+	KairoiDatabaseSlot *slot;	/* this worker's database slot in shared
+								 * memory */
 	KairoiConnection conn;
 	char		server[KAIROI_SERVER_MAXLEN];	/* address of conn */
 	Pipeline	pipeline;		/* requests on conn */
@@ -42,13 +44,10 @@ typedef struct Worker
 	int			socket_event;	/* position of the socket in wait_set, or -1 */
 } Worker;
 
-/* This worker's database slot in shared memory */
-extern KairoiDatabaseSlot *MyKairoiSlot;
-
 static inline void
 worker_publish_state(Worker *w, KairoiWorkerState state)
 {
-	kairoi_publish_state(MyKairoiSlot, state, w->pipeline.n_in_flight,
+	kairoi_publish_state(w->slot, state, w->pipeline.n_in_flight,
 						 w->server);
 }
 

@@ -113,7 +113,7 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 
 		w->failures++;
 		delay_ms = backoff_delay_ms(w->failures);
-		kairoi_set_last_error(MyKairoiSlot, reason);
+		kairoi_set_last_error(w->slot, reason);
 		log_failure(w, reason, delay_ms);
 		w->reconnect_at = TimestampTzPlusMilliseconds(now, delay_ms);
 	}
@@ -139,7 +139,7 @@ connect_to_server(Worker *w)
 		return;
 	}
 	forget_wait_set(w);			/* the next wait registers the new socket */
-	kairoi_count_connection_attempt(MyKairoiSlot);
+	kairoi_count_connection_attempt(w->slot);
 	w->pipeline.last_progress = w->connect_started;
 	if (!w->conn.connecting)
 		log_connected(w);
@@ -184,7 +184,8 @@ worker_exchange(Worker *w, int wait_events)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	bool		received;
-	bool		drained;
+	bool		was_draining;
+	bool		keep_answers;
 	bool		written = true;
 
 	if (w->conn.connecting)
@@ -211,24 +212,26 @@ worker_exchange(Worker *w, int wait_events)
 	}
 
 	/*
-	 * The replies to a single write of non-ASCII text come together (the
-	 * reference server's first one at once, the others right after our
-	 * quick ACK): its answers are applied once all are in, in one
-	 * transaction.  Then the next write goes out first, and the answers
-	 * are applied while the server works on it: deleting them is off the
-	 * round trip that packed non-ASCII writes wait for.  Answers read
-	 * before a failure (say, just before EOF) still count.
+	 * Packed non-ASCII writes: once the server has provably read the last
+	 * one (the first answer to it), the next goes out at once, and the
+	 * answers read are applied while the server works on it: deleting them
+	 * is off the path that packed writes wait for.  While the proof is
+	 * awaited, answers wait too (the reference server's first reply comes
+	 * alone, the others right after our quick ACK), so that they are
+	 * applied together.  Answers read before a failure (say, just before
+	 * EOF) still count.
 	 */
-	drained = w->pipeline.single_write_in_flight;
+	was_draining = w->pipeline.draining;
 	received = connection_receive(&w->conn, handle_response, w);
-	drained = drained && !w->pipeline.single_write_in_flight;
-	if (received && drained && worker_can_send_more(w, now))
+	keep_answers = received && w->pipeline.draining;
+	if (received && was_draining && !w->pipeline.draining &&
+		worker_can_send_more(w, now))
 	{
 		worker_run_transaction(w, worker_fetch_and_send, "read the outbox");
 		written = connection_flush(&w->conn);
 	}
 	if (w->pipeline.acknowledged.count + w->pipeline.rejected.count > 0 &&
-		!(received && w->pipeline.single_write_in_flight))
+		!keep_answers)
 	{
 		worker_run_transaction(w, worker_apply_answers,
 							   "apply Kairoi server answers");
@@ -302,7 +305,7 @@ worker_close_if_idle(Worker *w)
 	connection_close(&w->conn);
 	w->idle_closed = true;
 	w->idle_since = 0;
-	kairoi_publish_pending(MyKairoiSlot, 0);
+	kairoi_publish_pending(w->slot, 0);
 	worker_publish_state(w, KAIROI_STATE_IDLE);
 }
 

@@ -48,16 +48,16 @@ log_leaving(const char *datname)
  * (the extension may be back already).
  */
 static void
-exit_if_extension_dropped(void)
+exit_if_extension_dropped(KairoiDatabaseSlot *slot)
 {
 	bool		present;
 
 	StartTransactionCommand();
 	present = outbox_extension_exists();
 	CommitTransactionCommand();
-	if (!present && kairoi_release_slot_if_quiet(MyKairoiSlot))
+	if (!present && kairoi_release_slot_if_quiet(slot))
 	{
-		log_leaving(NameStr(MyKairoiSlot->datname));
+		log_leaving(NameStr(slot->datname));
 		proc_exit(0);
 	}
 }
@@ -93,11 +93,11 @@ worker_run_transaction(Worker *w, WorkerTransactionBody body,
 		FlushErrorState();
 		AbortCurrentTransaction();
 		rejections_invalidate();
-		exit_if_extension_dropped();
+		exit_if_extension_dropped(w->slot);
 		ereport(LOG,
 				(errmsg("kairoi: could not %s: %s", what, edata->message),
 				 errhint("The worker retries after kairoi.poll_interval.")));
-		kairoi_set_last_error(MyKairoiSlot, edata->message);
+		kairoi_set_last_error(w->slot, edata->message);
 		FreeErrorData(edata);
 		pipeline_rewind(&w->pipeline, 0);
 		w->database_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -124,7 +124,7 @@ worker_apply_answers(Worker *w)
 		 * asks for a rescan.  A row an application holds locked is not
 		 * deleted either; it is sent again after the next safety poll.
 		 */
-		kairoi_count_acknowledged(MyKairoiSlot,
+		kairoi_count_acknowledged(w->slot,
 								  outbox_delete_acknowledged(acknowledged->items,
 															 acknowledged->count));
 		rejections_forget(acknowledged->items, acknowledged->count);
@@ -145,7 +145,7 @@ worker_apply_answers(Worker *w)
 				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
 	if (rejected->count > 0)
 	{
-		kairoi_set_last_error(MyKairoiSlot, "the Kairoi server answered ERROR");
+		kairoi_set_last_error(w->slot, "the Kairoi server answered ERROR");
 		w->next_retry = rejections_next_retry();
 	}
 }
@@ -167,7 +167,7 @@ worker_count_outbox(Worker *w)
 {
 	bool		estimated;
 
-	kairoi_publish_pending(MyKairoiSlot, outbox_count_pending(&estimated));
+	kairoi_publish_pending(w->slot, outbox_count_pending(&estimated));
 }
 
 /*
@@ -176,15 +176,15 @@ worker_count_outbox(Worker *w)
  * is lost: unacknowledged rows stay in the outbox.
  */
 void
-worker_exit_if_restart_requested(void)
+worker_exit_if_restart_requested(KairoiDatabaseSlot *slot)
 {
-	if (kairoi_restart_requested(MyKairoiSlot))
+	if (kairoi_restart_requested(slot))
 	{
 		/* DROP EXTENSION needs no new worker: leave at once */
-		exit_if_extension_dropped();
+		exit_if_extension_dropped(slot);
 		ereport(LOG,
 				(errmsg("kairoi: worker of database \"%s\" restarts to apply changed settings or extension",
-						NameStr(MyKairoiSlot->datname))));
+						NameStr(slot->datname))));
 		proc_exit(0);
 	}
 }
@@ -196,7 +196,7 @@ worker_exit_if_restart_requested(void)
  * applications still schedule (outbox_1_1.c).
  */
 void
-worker_wait_for_extension_update(void)
+worker_wait_for_extension_update(KairoiDatabaseSlot *slot)
 {
 	bool		logged = false;
 
@@ -214,18 +214,18 @@ worker_wait_for_extension_update(void)
 		{
 			ereport(LOG,
 					(errmsg("kairoi: the kairoi extension in database \"%s\" is older than the library (%s): nothing is delivered until it is updated",
-							NameStr(MyKairoiSlot->datname), KAIROI_LIBRARY_VERSION),
+							NameStr(slot->datname), KAIROI_LIBRARY_VERSION),
 					 errdetail("Entries scheduled meanwhile are kept."),
 					 errhint("Run ALTER EXTENSION kairoi UPDATE in database \"%s\".",
-							 NameStr(MyKairoiSlot->datname))));
-			kairoi_publish_state(MyKairoiSlot, KAIROI_STATE_OUTDATED, 0, "");
+							 NameStr(slot->datname))));
+			kairoi_publish_state(slot, KAIROI_STATE_OUTDATED, 0, "");
 			logged = true;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 kairoi_poll_interval_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		worker_exit_if_restart_requested();
+		worker_exit_if_restart_requested(slot);
 	}
 }
 
@@ -234,8 +234,9 @@ worker_wait_for_extension_update(void)
  * no other worker may serve it.  A worker restarted after DROP EXTENSION
  * releases the slot, unless a commit (CREATE EXTENSION again) announced
  * itself while it looked.  A probe that finds no extension just exits.
+ * Returns the slot taken, or NULL if the worker is not to serve.
  */
-bool
+KairoiDatabaseSlot *
 worker_start_serving(Oid database)
 {
 	for (;;)
@@ -254,16 +255,13 @@ worker_start_serving(Oid database)
 		CommitTransactionCommand();
 
 		if (present)
-		{
-			MyKairoiSlot = kairoi_publish_worker(database, datname);
-			return MyKairoiSlot != NULL;
-		}
+			return kairoi_publish_worker(database, datname);
 		if (slot == NULL)
-			return false;
+			return NULL;
 		if (kairoi_release_slot_if_quiet(slot))
 		{
 			log_leaving(datname);
-			return false;
+			return NULL;
 		}
 	}
 }

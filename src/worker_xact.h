@@ -35,12 +35,15 @@ extern void worker_check_outbox(Worker *w);
 extern void worker_count_outbox(Worker *w);
 
 /* Exit if asked to restart (or if the extension was dropped) */
-extern void worker_exit_if_restart_requested(void);
+extern void worker_exit_if_restart_requested(KairoiDatabaseSlot *slot);
 
-/* Take the database's slot if it has the extension and no other worker */
-extern bool worker_start_serving(Oid database);
+/*
+ * Take the database's slot if it has the extension and no other worker;
+ * NULL if not
+ */
+extern KairoiDatabaseSlot *worker_start_serving(Oid database);
 
 /* Wait while the database's extension is older than the library */
-extern void worker_wait_for_extension_update(void);
+extern void worker_wait_for_extension_update(KairoiDatabaseSlot *slot);
 
 #endif							/* KAIROI_WORKER_XACT_H */

@@ -7,7 +7,7 @@ part 2 where tests depend on it; it has no runners (jobs are only stored).
 Usage:
   python3 test/kairoi_server.py --port P --control-port C [--host 127.0.0.1]
       [--data DIR] [--fsync] [--pidfile FILE] [--no-amqp] [--split-reads]
-      [--record-times] [--reference-replies]
+      [--record-times] [--reference-replies] [--reference-pace]
 
 --reference-replies answers like the reference server (kcp.md, "Speed"): each
 reply goes out in its own write on a socket with Nagle's algorithm on (no
@@ -15,6 +15,19 @@ TCP_NODELAY), and each parsed request is handed on (or answered ERROR) on its
 own, one per turn.  A client that delays its ACKs then gets the first reply
 of a burst at once and the rest only after its delayed ACK (~40 ms on Linux).
 Without it, replies are joined into one write on a TCP_NODELAY socket.
+
+--reference-pace (implies --reference-replies) also keeps the reference
+server's pace: each turn of a connection's reader hands on one request, then
+waits TURN_S (the reference server's connection thread waits up to 100 us for
+replies), and replies to executed requests reach the connection only at the
+server's reply frames, FRAME_HZ (128) times a second, on a clock shared by all
+connections (ERRORs for requests rejected before execution still go at once).
+So a write of a few requests is answered in one or two frames, its first
+answers before its last, and one request's round trip takes up to a frame
+more than its execution.  It bounds a connection to ~5,000 requests a second:
+for tests of pace, not of volume.  The counter `overlapped_reads` counts reads
+that brought requests while requests read earlier on the same connection were
+still unanswered.
 
 The pid file is written once both sockets listen; SIGTERM/SIGINT exit 0 at once.
 See the docstring of Server.control() for the control protocol (one JSON object
@@ -71,6 +84,8 @@ DEFAULT_FAULTS = {
 RECEIVED_CAP = 256 * 1024 * 1024      # bytes of "received" kept (the last ones)
 REQUESTS_CAP = 1_000_000              # request log entries kept (the last ones)
 SEND_TIMEOUT_S = 10                   # replies not writable that long: drop
+FRAME_HZ = 128                        # --reference-pace: reply frames a second
+TURN_S = 0.0001                       # --reference-pace: a reader's turn per request
 DRAIN_S = 5                           # after a server-side FIN, read until EOF at most that long
 
 
@@ -133,6 +148,10 @@ class Conn:
         self.valid = []
         self.errs = []
         self.order = []             # is_error of each parsed request, in order
+        self.handed = 0             # valid requests handed to the executor
+        self.answered = 0           # of which answered
+        self.frame_out = []         # --reference-pace: replies for the next frame
+        self.frame_lock = threading.Lock()
         self.executor = threading.Thread(target=self.exec_loop, daemon=True,
                                          name='kcp-exec-%d' % cid)
         self.reader = threading.Thread(target=self.read_loop, daemon=True,
@@ -353,14 +372,42 @@ class Conn:
         self.errs = []
         self.valid = []
         self.order = []
-        for is_error in order:
+        pace = self.srv.reference_pace
+        for i, is_error in enumerate(order):
+            if pace and i > 0:
+                time.sleep(TURN_S)          # one request per turn
             if is_error:
                 self.srv.count('errors')
                 if not self.send(dec(next(errs)).encode() + b' ERROR\n'):
                     return False
             else:
+                self.handed += 1
                 self.q.put([next(valid)])
         return True
+
+    def send_replies(self, out):
+        """The executor's replies: at once, or at the next reply frame."""
+        if self.srv.reference_pace:
+            with self.frame_lock:
+                self.frame_out.extend(out)
+            return
+        self.answered += len(out)
+        if self.srv.reference_replies:
+            for reply in out:           # one write per reply
+                if not self.send(reply):
+                    break
+        else:
+            self.send(b''.join(out))
+
+    def flush_frame(self):
+        """--reference-pace: hand this frame's replies on, one write each."""
+        with self.frame_lock:
+            out = self.frame_out
+            self.frame_out = []
+        self.answered += len(out)
+        for reply in out:
+            if self.closing or not self.send(reply):
+                break
 
     def read_loop(self):
         srv = self.srv
@@ -391,6 +438,8 @@ class Conn:
                 if not data:
                     break
                 srv.record_received(data)
+                if self.handed > self.answered:
+                    srv.count('overlapped_reads')
                 if rate:
                     time.sleep(len(data) / rate)
                 if split:
@@ -514,13 +563,9 @@ class Conn:
                     if srv.fsync:
                         os.fsync(srv.logf.fileno())
             if out and not self.closing:
-                if srv.reference_replies:
-                    for reply in out:           # one write per reply
-                        if not self.send(reply):
-                            break
-                else:
-                    self.send(b''.join(out))
+                self.send_replies(out)
             if half or close_after:
+                self.flush_frame()
                 self.server_close(dropped=True)
                 return
             if stop:
@@ -538,7 +583,8 @@ class Server:
         self.amqp = not args.no_amqp
         self.split_reads = args.split_reads
         self.record_times = args.record_times
-        self.reference_replies = args.reference_replies
+        self.reference_pace = args.reference_pace
+        self.reference_replies = args.reference_replies or args.reference_pace
         self.fsync = args.fsync
         self.data = args.data
         self.lock = threading.RLock()          # state: jobs, rules, counters, log file
@@ -575,6 +621,7 @@ class Server:
             self.received_bytes = 0
             self.received_dropped = 0
             self.reads = 0          # recv() calls that returned data
+            self.overlapped_reads = 0   # ... while requests read before were unanswered
             self.largest_read = 0   # bytes
 
     def count(self, name, n=1):
@@ -672,6 +719,18 @@ class Server:
             self.count('accepted')
             conn.start()
 
+    def frame_loop(self):
+        """--reference-pace: hand replies to the connections FRAME_HZ times a
+        second, on the ticks of one clock."""
+        period = 1.0 / FRAME_HZ
+        while True:
+            now = time.monotonic()
+            time.sleep(period - now % period)
+            with self.conns_lock:
+                conns = list(self.conns)
+            for c in conns:
+                c.flush_frame()
+
     def conn_gone(self, conn):
         with self.conns_lock:
             self.conns.discard(conn)
@@ -749,7 +808,8 @@ class Server:
             reads, largest_read = self.reads, self.largest_read
         return {'applied': self.applied, 'errors': self.errors, 'connections': nconn,
                 'accepted': self.accepted, 'dropped': self.dropped,
-                'reads': reads, 'largest_read': largest_read}
+                'reads': reads, 'largest_read': largest_read,
+                'overlapped_reads': self.overlapped_reads}
 
     def control(self, req):
         """Control commands (JSON object per line, answer per line):
@@ -897,6 +957,9 @@ def main():
     ap.add_argument('--reference-replies', action='store_true',
                     help='one write per reply, Nagle on, one request handed on per turn '
                          '(the reference server\'s pace with delayed ACKs)')
+    ap.add_argument('--reference-pace', action='store_true',
+                    help='--reference-replies, a turn of TURN_S per request, and replies '
+                         'handed on in frames, FRAME_HZ a second (the reference server\'s pace)')
     args = ap.parse_args()
 
     srv = Server(args)
@@ -922,6 +985,8 @@ def main():
         srv.open_listener()
     threading.Thread(target=srv.control_loop, args=(ctl,), daemon=True,
                      name='control-accept').start()
+    if srv.reference_pace:
+        threading.Thread(target=srv.frame_loop, daemon=True, name='frames').start()
     if args.pidfile:
         tmp = args.pidfile + '.tmp'
         with open(tmp, 'w') as f:

@@ -543,6 +543,72 @@ def t_reference_replies_errors_in_order(ctx):
         srv.kill()
 
 
+def answer_times(s, data, n):
+    """Send data (n SETs) in one write, read the n answers re-arming
+    TCP_QUICKACK; (ms to the first answer, ms to the last)."""
+    t0 = time.monotonic()
+    s.sendall(data)
+    got = 0
+    first = None
+    while got < n:
+        d = s.recv(65536)
+        if not d:
+            raise AssertionError('EOF after %d answers' % got)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if first is None:
+            first = time.monotonic()
+        got += d.count(b'\n')
+    return (first - t0) * 1000, (time.monotonic() - t0) * 1000
+
+
+@test
+def t_reference_pace(ctx):
+    """--reference-pace: replies reach the client in frames (128 a second) and
+    one request is handed on per turn, so the answers of a write of 28 are
+    often split across two frames, one request waits up to a frame, and an
+    ERROR (rejected before execution) still comes at once; a write that
+    arrives while earlier requests are unanswered counts as overlapped."""
+    srv = ServerProc(ctx.tmp, '--reference-pace')
+    try:
+        s = srv.connect()
+        try:
+            rid = 0
+            singles, spans = [], []
+            for k in range(12):
+                time.sleep(0.01)
+                _, ms = answer_times(s, b'%x SET one-%d ' % (rid, rid) + D + b'\n', 1)
+                rid += 1
+                singles.append(ms)
+                time.sleep(k * 0.00065)     # that answer came at a frame: vary the phase
+                data = b''.join(b'%x SET p-%d ' % (rid + i, rid + i) + D + b'\n' for i in range(28))
+                first, last = answer_times(s, data, 28)
+                rid += 28
+                spans.append(last - first)
+            assert max(singles) < 1000.0 / 128 + 5, 'one request took %.1f ms' % max(singles)
+            assert max(spans) > 4, 'the answers of a write of 28 never spanned two frames: %s' % (
+                ['%.1f' % x for x in spans])
+            t0 = time.monotonic()
+            s.sendall(b'e1 BOGUS a b\n')
+            eq(read_lines(s, 1), [b'e1 ERROR'], 'error')
+            error_ms = (time.monotonic() - t0) * 1000
+            assert error_ms < 3, 'an ERROR took %.1f ms' % error_ms
+            eq(srv.ctl.counts()['overlapped_reads'], 0, 'overlapped reads so far')
+            # 100 turns outlast a frame: the first answers come while later
+            # requests are still being handed on
+            data = b''.join(b'%x SET q-%d ' % (rid + i, rid + i) + D + b'\n' for i in range(100))
+            s.sendall(data)
+            read_lines(s, 1)
+            s.sendall(b'z SET q-last ' + D + b'\n')
+            read_lines(s, 100)
+            eq(srv.ctl.counts()['overlapped_reads'], 1, 'overlapped reads')
+        finally:
+            s.close()
+        ctx.note = 'one request %.1f-%.1f ms; first to last answer of 28: median %.1f, max %.1f ms' % (
+            min(singles), max(singles), sorted(spans)[len(spans) // 2], max(spans))
+    finally:
+        srv.kill()
+
+
 def straddle_payload(prefix_len, job, lead_offset_in_line):
     """Padding SETs so that the line `p SET <job> D` starts at prefix_len."""
     pad = []

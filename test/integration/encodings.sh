@@ -9,8 +9,11 @@
 #   d. split reads (--split-reads): SPLIT_JOBS (100,000) non-ASCII jobs in
 #      one transaction arrive intact, packed into writes of at most
 #      kairoi.non_ascii_write_limit (1400) bytes; with the limit at 0 each
-#      goes alone; controls: with the limit lifted to 1MB, and pipelined in
-#      one write by a raw client, they are corrupted
+#      goes alone; at the reference server's pace (--reference-pace: replies
+#      in frames, so the next packed write goes out while the last is still
+#      being answered) PACE_JOBS (5,000) arrive intact; controls: with the
+#      limit lifted to 1MB, and pipelined in one write by a raw client, they
+#      are corrupted
 #   e. execution time boundaries and rounding up
 #   f. protocol injection through every argument position
 #   g. argument size limit (65535 bytes of UTF-8; identifiers 2688 bytes
@@ -255,6 +258,7 @@ enqueue_split() {
 SPLIT_JOBS=${SPLIT_JOBS:-100000}
 start_server SPLIT --split-reads || exit 1
 start_server SPLIT3 --split-reads || exit 1
+start_server SPLIT4 --split-reads --reference-pace || exit 1
 serve utf8db "$SPLIT_PORT"
 T0=$(date +%s%3N)
 enqueue_split "$SPLIT_JOBS"
@@ -277,12 +281,30 @@ else
 	fail "d: only $PER_READ requests per read: not packed"
 fi
 # ASCII and non-ASCII interleaved: ASCII is pipelined, a non-ASCII request
-# waits for an empty pipe and opens a single write that what follows joins
+# waits until the server has provably read everything sent and opens a
+# single write that what follows joins
 $KCTL --port "$SPLIT_CPORT" reset >/dev/null
 enqueue_split 2000 mix
 MIX_RESULT=$($TOOL split-check --kind mix --port "$SPLIT_CPORT" --n 2000)
 check "d: interleaved ASCII / non-ASCII all arrive byte for byte" "intact=2000 corrupted=0 missing=0 fffd=0" "$MIX_RESULT"
 check "d: outbox empty" 0 "$(outbox_count utf8db)"
+# At the reference server's pace the answers of a packed write come in two
+# frames, and the next write goes out once the first is in: the server
+# reads it while earlier requests are unanswered, and nothing is corrupted
+PACE_JOBS=${PACE_JOBS:-5000}
+serve utf8db "$SPLIT4_PORT"
+enqueue_split "$PACE_JOBS"
+check "d: reference pace: all $PACE_JOBS arrive byte for byte, no U+FFFD" \
+	"intact=$PACE_JOBS corrupted=0 missing=0 fffd=0" "$($TOOL split-check --port "$SPLIT4_CPORT" --n "$PACE_JOBS")"
+OVERLAPPED=$(server_count "$SPLIT4_CPORT" overlapped_reads)
+LARGEST=$(server_count "$SPLIT4_CPORT" largest_read)
+echo "# d: reference pace: $(server_count "$SPLIT4_CPORT" reads) reads, $OVERLAPPED while earlier" \
+	"requests were unanswered, largest $LARGEST bytes"
+if [ "$OVERLAPPED" -gt 0 ] && [ "$LARGEST" -le 1400 ]; then
+	pass "d: reference pace: packed writes overlap the answers of the last ($OVERLAPPED reads), none over 1400 bytes"
+else
+	fail "d: reference pace: $OVERLAPPED overlapped reads, largest $LARGEST bytes"
+fi
 # kairoi.non_ascii_write_limit = 0: each request alone, one per read
 set_write_limit 0
 serve utf8db "$SPLIT3_PORT"

@@ -1,8 +1,8 @@
 #!/bin/bash
 # test/integration/flush.sh: kairoi_flush() wakes on the worker's progress.
 #
-# Against the test server with --reference-replies (one write per reply,
-# Nagle on, like the reference server):
+# Against the test server at the reference server's pace (--reference-pace:
+# replies in frames, one write per reply, Nagle on):
 #   a. held answers: while the server holds its replies (reply_delay_ms),
 #      kairoi_flush() waits, returns only once every entry it waits for is
 #      acknowledged and deleted, and reads the outbox only a few times
@@ -21,7 +21,7 @@ set -u
 
 SAMPLES=${SAMPLES:-9}
 
-start_server S --record-times --reference-replies || exit 1
+start_server S --record-times --reference-pace || exit 1
 # autovacuum off: the last committed transaction is the worker's delete
 start_cluster PG "$S_PORT" "track_commit_timestamp = on
 autovacuum = off" || exit 1

@@ -213,14 +213,15 @@ restart_worker || exit 1
 exercise 3
 
 echo "# round 4: settings that would break the worker"
-owner -c "ALTER DATABASE appdb SET default_transaction_read_only = on" \
-	-c "ALTER DATABASE appdb SET default_transaction_isolation = 'serializable'" \
-	-c "ALTER DATABASE appdb SET statement_timeout = '1ms'" \
-	-c "ALTER DATABASE appdb SET exit_on_error = on" \
-	-c "ALTER DATABASE appdb SET role = 'appowner'" >/dev/null || exit 1
-if [ "$VERSION" -ge 170000 ]; then
-	owner -c "ALTER DATABASE appdb SET transaction_timeout = '1ms'" >/dev/null || exit 1
-fi
+# one session: each setting reaches only the sessions that start after it
+breaking=(-c "ALTER DATABASE appdb SET default_transaction_read_only = on"
+	-c "ALTER DATABASE appdb SET default_transaction_isolation = 'serializable'"
+	-c "ALTER DATABASE appdb SET statement_timeout = '1ms'"
+	-c "ALTER DATABASE appdb SET exit_on_error = on"
+	-c "ALTER DATABASE appdb SET role = 'appowner'")
+[ "$VERSION" -ge 170000 ] &&
+	breaking+=(-c "ALTER DATABASE appdb SET transaction_timeout = '1ms'")
+owner "${breaking[@]}" >/dev/null || exit 1
 restart_worker || exit 1
 # the superuser session must not inherit them either
 admin() { PGOPTIONS="$SAFE_OPTIONS -c search_path=pg_catalog,public" psql_at PG appdb "$@"; }
