@@ -98,6 +98,36 @@ SELECT kairoi_job_trigger();
 SELECT kind, identifier, arguments FROM kairoi_pending ORDER BY seq;
 SELECT id FROM shop_orders ORDER BY id;
 
+-- As a statement trigger on its transition table: the jobs of all the
+-- statement's rows, scheduled by one statement, each as its row trigger
+-- would (duplicates: the last wins, in the place of the first)
+CREATE TABLE bulk_orders (id int, placed_at timestamptz);
+CREATE TRIGGER bulk_reminder AFTER INSERT ON bulk_orders
+	REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION kairoi_job_trigger('bulk.', 'id', 'placed_at', '1 hour');
+CREATE TRIGGER bulk_reminder_update AFTER UPDATE ON bulk_orders
+	REFERENCING NEW TABLE AS new_rows
+	FOR EACH STATEMENT EXECUTE FUNCTION kairoi_job_trigger('bulk.', 'id', 'placed_at');
+INSERT INTO bulk_orders
+SELECT i, timestamptz '2030-08-01 00:00:00+00' + i * interval '1 minute'
+FROM generate_series(1, 3) i;
+INSERT INTO bulk_orders VALUES (4, '2030-08-02 00:00:00+00'),
+	(4, '2030-08-03 00:00:00.5+00');
+UPDATE bulk_orders SET placed_at = placed_at + interval '1 day' WHERE id = 2;
+-- a statement that writes no row schedules nothing
+INSERT INTO bulk_orders SELECT 5, now() WHERE false;
+SELECT identifier, arguments FROM kairoi_pending
+WHERE identifier LIKE 'bulk.%' ORDER BY seq;
+-- A bad row fails the whole statement, and says which row
+INSERT INTO bulk_orders VALUES (6, '2030-08-04 00:00:00+00'), (7, NULL);
+INSERT INTO bulk_orders VALUES (8, 'infinity');
+SELECT count(*) AS bulk_jobs FROM kairoi_pending WHERE identifier LIKE 'bulk.%';
+-- Without a transition table, a statement trigger has no rows to read
+CREATE TRIGGER bulk_no_table AFTER INSERT ON bulk_orders
+	FOR EACH STATEMENT EXECUTE FUNCTION kairoi_job_trigger('bulk.', 'id', 'placed_at');
+INSERT INTO bulk_orders VALUES (9, '2030-08-05 00:00:00+00');
+DROP TABLE bulk_orders;
+
 -- Privileges: creating the trigger needs EXECUTE on kairoi_job_trigger;
 -- once created, it schedules for whoever writes the table
 CREATE ROLE kairoi_test_owner;
