@@ -209,6 +209,49 @@ worker_is_up() {
 	[ -n "$(worker_pid "$1" "$2")" ]
 }
 
+# relocated_postgres: a copy of this machine's PostgreSQL (PGBIN's bin, lib
+# and share directories) under a new temporary prefix, with the same
+# relative layout, where PostgreSQL and pg_config find everything relative
+# to the binaries; kairoi is removed from it.  Sets COPY (the prefix),
+# COPY_PGBIN, COPY_PG_CONFIG, COPY_PKGLIB and COPY_SHARE.  What is
+# installed there leaves the installation the other suites use alone.
+relocated_postgres() {
+	local host_config=$PGBIN/pg_config home share pkglib
+	home=$(dirname "$PGBIN")
+	share=$("$host_config" --sharedir)
+	pkglib=$("$host_config" --pkglibdir)
+	COPY=$(make_temp_dir)/pg
+	mkdir -p "$COPY$(dirname "$home")" "$COPY$(dirname "$share")" \
+		"$COPY$(dirname "$("$host_config" --includedir)")" "$COPY$("$host_config" --libdir)"
+	cp -a "$home" "$COPY$(dirname "$home")/"
+	cp -a "$share" "$COPY$(dirname "$share")/"
+	# The server headers are only read: the copy uses the host's
+	ln -s "$("$host_config" --includedir)" "$COPY$("$host_config" --includedir)"
+	COPY_PKGLIB=$COPY$pkglib
+	COPY_SHARE=$COPY$share
+	rm -f "$COPY_PKGLIB"/kairoi* "$COPY_SHARE"/extension/kairoi*
+	COPY_PGBIN=$COPY$PGBIN
+	COPY_PG_CONFIG=$COPY_PGBIN/pg_config
+}
+
+# previous_release_sources DIR: the sources of the previous release
+# (test/previous-release: its version and commit) into DIR: from git when
+# the repository has that commit, else from the archive that
+# test/pg-versions leaves beside the tree in a root.  Fails, saying why,
+# if neither has it (a shallow clone).
+previous_release_sources() {
+	local commit archive=$KAIROI_ROOT/../kairoi-previous.tar
+	commit=$(cut -d' ' -f2 "$KAIROI_ROOT/test/previous-release")
+	if git -C "$KAIROI_ROOT" cat-file -e "$commit^{commit}" 2>/dev/null; then
+		git -C "$KAIROI_ROOT" archive "$commit" | tar -x -C "$1"
+	elif [ -f "$archive" ]; then
+		tar -x -C "$1" -f "$archive"
+	else
+		echo "the sources of release $(cut -d' ' -f1 "$KAIROI_ROOT/test/previous-release") (commit $commit) are neither in git nor in $archive" >&2
+		return 1
+	fi
+}
+
 # check_outbox_invariants: amcheck and uniqueness of kairoi's tables
 # shellcheck source=test/invariants.sh
 . "$KAIROI_ROOT/test/invariants.sh"

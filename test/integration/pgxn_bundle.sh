@@ -93,19 +93,11 @@ check "the bundle's META.json names $VERSION" "$VERSION" \
 	"$($PYTHON -c 'import json, sys, zipfile; print(json.loads(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))["version"])' "$ZIP" "$NAME/META.json")"
 
 # 2. A relocated copy of this machine's PostgreSQL, without kairoi
-COPY=$(make_temp_dir)/pg
-HOST_HOME=$(dirname "$PGBIN")
-mkdir -p "$COPY$(dirname "$HOST_HOME")" "$COPY$(dirname "$HOST_SHARE")" \
-	"$COPY$(dirname "$("$HOST_PG_CONFIG" --includedir)")" "$COPY$("$HOST_PG_CONFIG" --libdir)"
-cp -a "$HOST_HOME" "$COPY$(dirname "$HOST_HOME")/"
-cp -a "$HOST_SHARE" "$COPY$(dirname "$HOST_SHARE")/"
-# The server headers are only read: the copy uses the host's
-ln -s "$("$HOST_PG_CONFIG" --includedir)" "$COPY$("$HOST_PG_CONFIG" --includedir)"
-PKGLIB=$COPY$HOST_PKGLIB
-SHARE=$COPY$HOST_SHARE
-rm -f "$PKGLIB"/kairoi* "$SHARE"/extension/kairoi*
-PGBIN=$COPY$PGBIN
-PG_CONFIG=$PGBIN/pg_config
+relocated_postgres
+PKGLIB=$COPY_PKGLIB
+SHARE=$COPY_SHARE
+PGBIN=$COPY_PGBIN
+PG_CONFIG=$COPY_PG_CONFIG
 for dir in bindir pkglibdir sharedir includedir-server pgxs; do
 	check "the copy's pg_config --$dir is in the copy" "$COPY$("$HOST_PG_CONFIG" "--$dir")" \
 		"$("$PG_CONFIG" "--$dir")"
