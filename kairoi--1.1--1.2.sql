@@ -204,3 +204,47 @@ CREATE TRIGGER file_row INSTEAD OF INSERT ON kairoi.outbox
 REVOKE ALL ON kairoi.pending_jobs, kairoi.pending_rules, kairoi.rejections,
 	kairoi.outbox FROM PUBLIC;
 REVOKE ALL ON FUNCTION kairoi._file_outbox_row() FROM PUBLIC;
+
+/* ---- Copies of a database are not delivered until a superuser says so ---- */
+
+/*
+ * The database the queue was created in.  A copy (CREATE DATABASE ...
+ * TEMPLATE, which a role with CREATEDB may run on a database it owns) has
+ * another OID: its queue is the original's, and delivering it would send
+ * old jobs and rules again, from a worker per copy.  Its worker leaves, and
+ * none is started there, until a superuser runs kairoi_serve_copy() in it.
+ * Not dumped: a database restored from a dump writes its own OID when the
+ * dump's CREATE EXTENSION runs, and is delivered, as it always was.
+ */
+CREATE TABLE kairoi.origin (database oid NOT NULL);
+INSERT INTO kairoi.origin
+	SELECT oid FROM pg_catalog.pg_database
+	WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+
+CREATE FUNCTION kairoi._restart_worker_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'kairoi_restart_worker_at_commit'
+LANGUAGE C VOLATILE;
+
+/*
+ * Deliver the queue of a copy here: the copy becomes a database of its
+ * own.  Superusers only (not SECURITY DEFINER; it writes kairoi.origin).
+ */
+CREATE FUNCTION kairoi_serve_copy()
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	DELETE FROM kairoi.origin;
+	INSERT INTO kairoi.origin
+		SELECT oid FROM pg_database WHERE datname = current_database();
+	SELECT kairoi._wake_worker_at_commit();
+	SELECT kairoi._restart_worker_at_commit();
+END;
+
+COMMENT ON FUNCTION kairoi_serve_copy() IS
+'In a copy of a database with kairoi (CREATE DATABASE ... TEMPLATE), whose queue is not delivered: deliver it from here on.  Superusers only.';
+
+REVOKE ALL ON kairoi.origin FROM PUBLIC;
+REVOKE ALL ON FUNCTION kairoi._restart_worker_at_commit() FROM PUBLIC;
+REVOKE ALL ON FUNCTION kairoi_serve_copy() FROM PUBLIC;

@@ -63,6 +63,9 @@ state_name(KairoiWorkerState state)
 	return "unknown";
 }
 
+static const char *const copy_state =
+"not delivering: a copy of another database; a superuser runs kairoi_serve_copy() to deliver its queue";
+
 static const char *
 blocked_reason(KairoiBlockedReason reason)
 {
@@ -74,6 +77,8 @@ blocked_reason(KairoiBlockedReason reason)
 			return "not running: the database does not allow connections";
 		case KAIROI_BLOCKED_PAUSED:
 			return "not running: paused for DROP or RENAME DATABASE";
+		case KAIROI_BLOCKED_COPY:
+			return copy_state;
 		case KAIROI_BLOCKED_NONE:
 			break;
 	}
@@ -154,7 +159,12 @@ get_worker_view(WorkerView *view)
 	if (slot == NULL || view->copy.database != MyDatabaseId)
 	{
 		memset(&view->copy, 0, sizeof(view->copy));
-		view->state = RecoveryInProgress() ? standby_state : unserved_reason();
+		if (RecoveryInProgress())
+			view->state = standby_state;
+		else if (outbox_is_current() && outbox_origin_database() != MyDatabaseId)
+			view->state = copy_state;
+		else
+			view->state = unserved_reason();
 		return;
 	}
 	view->serves_this_database = (view->copy.worker_pid != 0);

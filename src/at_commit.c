@@ -77,7 +77,6 @@ announce_database_changes(void)
 		if (change->restart_worker)
 			kairoi_request_restart(change->database);
 	}
-	kairoi_wake_launcher();
 }
 
 static void
@@ -86,10 +85,24 @@ end_of_transaction(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
-			if (kairoi_enqueued_in_transaction())
-				kairoi_announce_commit(transaction_min_seq);
-			if (database_changes != NIL)
-				announce_database_changes();
+			{
+				/*
+				 * The launcher is woken last, once the slot it would act on
+				 * says all this transaction has to say (a slot claimed
+				 * here, and a restart asked for it, are seen together).
+				 */
+				bool		wake_launcher = false;
+
+				if (kairoi_enqueued_in_transaction())
+					wake_launcher = kairoi_announce_commit(transaction_min_seq);
+				if (database_changes != NIL)
+				{
+					announce_database_changes();
+					wake_launcher = true;
+				}
+				if (wake_launcher)
+					kairoi_wake_launcher();
+			}
 			break;
 		case XACT_EVENT_ABORT:
 			break;

@@ -19,9 +19,11 @@
  *	    launcher, which starts the worker at once.  A worker that finds the
  *	    extension gone releases the slot and exits.
  *	  - Templates and databases that do not allow connections are not
- *	    served (a connection to a template would block CREATE DATABASE);
- *	    a database created from a template with the extension is probed
- *	    when the launcher sees it.
+ *	    served (a connection to a template would block CREATE DATABASE).
+ *	    A database copied from one with the extension (CREATE DATABASE
+ *	    ... TEMPLATE) is probed when the launcher sees it: its worker
+ *	    finds it a copy and leaves, and it takes neither a worker nor a
+ *	    slot until a superuser runs kairoi_serve_copy() there.
  *	  - When RegisterDynamicBackgroundWorker finds no free slot of
  *	    max_worker_processes, the launcher logs one line per database,
  *	    publishes why, and retries every second.
@@ -79,6 +81,7 @@ typedef struct DatabaseEntry
 	bool		seen;			/* in the latest scan of pg_database */
 	bool		connectable;	/* allows connections and is not a template */
 	bool		probed;			/* a worker found no extension there */
+	bool		copy;			/* a worker found it a copy of another */
 	BackgroundWorkerHandle *handle; /* worker this launcher started */
 	bool		is_probe;		/* handle is a probe (no slot yet) */
 	TimestampTz last_start;		/* of a worker with a slot (not a probe) */
@@ -137,6 +140,7 @@ enter_database(Oid database)
 		entry->seen = true;
 		entry->connectable = true;
 		entry->probed = false;
+		entry->copy = false;
 		entry->handle = NULL;
 		entry->is_probe = false;
 		entry->last_start = 0;
@@ -361,7 +365,7 @@ serve_unclaimed_database(DatabaseEntry *entry, bool running, bool stopped,
 	/* A worker that stopped without claiming a slot found no extension */
 	if (stopped)
 		entry->probed = true;
-	if (running || !entry->connectable || entry->probed)
+	if (running || !entry->connectable || entry->probed || entry->copy)
 		return;
 	if (pass->probes_running >= MAX_CONCURRENT_PROBES)
 	{
@@ -390,6 +394,27 @@ hold_back_unconnectable(DatabaseEntry *entry, KairoiDatabaseSlot *slot,
 	entry->logged_no_connections = true;
 }
 
+/*
+ * A copy of a database (CREATE DATABASE ... TEMPLATE): its worker found
+ * that its queue was the original's, and left.  It takes no worker, and no
+ * slot (commits there claim one: it is freed again), until a restart is
+ * requested, which kairoi_serve_copy() does.  True if held back.
+ */
+static bool
+hold_back_copy(DatabaseEntry *entry, KairoiDatabaseSlot *slot,
+			   bool worker_running, bool restart_requested)
+{
+	if (restart_requested)
+	{
+		entry->copy = false;
+		return false;
+	}
+	entry->copy = true;
+	if (!worker_running)
+		kairoi_release_slot(slot);
+	return true;
+}
+
 static void
 serve_database(DatabaseEntry *entry, LauncherPass *pass)
 {
@@ -398,6 +423,8 @@ serve_database(DatabaseEntry *entry, LauncherPass *pass)
 	bool		running = worker_running(entry, &stopped);
 	pid_t		worker_pid = 0;
 	int			paused = 0;
+	KairoiBlockedReason blocked = KAIROI_BLOCKED_NONE;
+	bool		restart_requested = false;
 
 	if (slot == NULL)
 	{
@@ -410,8 +437,15 @@ serve_database(DatabaseEntry *entry, LauncherPass *pass)
 	{
 		worker_pid = slot->worker_pid;
 		paused = slot->paused;
+		blocked = slot->blocked;
+		restart_requested = slot->restart_requested;
 	}
 	SpinLockRelease(&slot->mutex);
+
+	if ((blocked == KAIROI_BLOCKED_COPY || entry->copy) &&
+		hold_back_copy(entry, slot, worker_pid != 0 || running,
+					   restart_requested))
+		return;
 
 	/* DROP DATABASE marks the database invalid before it is gone */
 	if (paused > 0)

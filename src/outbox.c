@@ -498,3 +498,29 @@ outbox_count_failed(bool *estimated)
 	return bounded_count(&plan, BOUNDED_COUNT_SQL("kairoi.failed"), "failed",
 						 estimated);
 }
+
+/*
+ * The database this queue was created in (kairoi.origin), or InvalidOid if
+ * kairoi.origin holds no row.  Another OID than the current database's
+ * means a copy (CREATE DATABASE ... TEMPLATE).
+ */
+Oid
+outbox_origin_database(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			origin = InvalidOid;
+
+	SPI_connect();
+	outbox_prepare_once(&plan, "SELECT database FROM kairoi.origin", 0, NULL);
+	outbox_execute(plan, NULL, NULL, true, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		origin = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1,
+												&isnull));
+	}
+	SPI_finish();
+	return origin;
+}

@@ -119,6 +119,12 @@ extern bool outbox_move_to_failed(const OutboxSent *sent, int attempts,
  */
 extern Oid	outbox_relation_oid(const char *name);
 
+/*
+ * The database the queue was created in (kairoi.origin), InvalidOid if
+ * unknown: another one than the current database's means a copy.
+ */
+extern Oid	outbox_origin_database(void);
+
 /* True if the extension's objects exist in the current database */
 extern bool outbox_extension_exists(void);
 

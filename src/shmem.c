@@ -248,8 +248,9 @@ kairoi_request_restart(Oid database)
  * late, or replaced a row the worker had skipped).  The worker's latch is
  * set only if it sleeps waiting for commits: a burst of commits wakes it
  * once, and a worker in backoff is not woken at all (it reads the whole
- * outbox when it reconnects).  A database without a slot gets one, and the
- * launcher starts its worker.
+ * outbox when it reconnects).  A database without a slot gets one; true
+ * then, and the caller wakes the launcher (once it has said all it has to
+ * say about the slot), which starts its worker.
  */
 static bool
 note_commit(KairoiDatabaseSlot *slot, int64 from_seq, Latch **latch)
@@ -271,7 +272,7 @@ note_commit(KairoiDatabaseSlot *slot, int64 from_seq, Latch **latch)
 	return found;
 }
 
-void
+bool
 kairoi_announce_commit(int64 from_seq)
 {
 	static KairoiDatabaseSlot *slot = NULL; /* this database's, cached */
@@ -279,7 +280,7 @@ kairoi_announce_commit(int64 from_seq)
 	bool		found = false;
 
 	if (kairoi_shared == NULL)
-		return;
+		return false;
 	if (slot == NULL)
 		slot = kairoi_find_slot(MyDatabaseId);
 	if (slot != NULL)
@@ -287,12 +288,12 @@ kairoi_announce_commit(int64 from_seq)
 	if (!found)
 	{
 		slot = kairoi_claim_slot(MyDatabaseId);
-		kairoi_wake_launcher();
 		if (slot != NULL)
 			(void) note_commit(slot, from_seq, &latch);
 	}
 	if (latch != NULL)
 		SetLatch(latch);
+	return !found;
 }
 
 /* ---------------------------------------------------------------------
@@ -456,4 +457,17 @@ kairoi_restart_requested(KairoiDatabaseSlot *slot)
 	restart = slot->restart_requested;
 	SpinLockRelease(&slot->mutex);
 	return restart;
+}
+
+/*
+ * The worker found its database to be a copy of another (kairoi.origin):
+ * the launcher starts no worker for it until a restart is requested
+ * (kairoi_serve_copy()).
+ */
+void
+kairoi_block_copy(KairoiDatabaseSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->blocked = KAIROI_BLOCKED_COPY;
+	SpinLockRelease(&slot->mutex);
 }

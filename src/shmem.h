@@ -37,7 +37,8 @@ typedef enum KairoiBlockedReason
 	KAIROI_BLOCKED_NONE = 0,
 	KAIROI_BLOCKED_NO_WORKER_SLOT,	/* max_worker_processes exhausted */
 	KAIROI_BLOCKED_NO_CONNECTIONS,	/* ALLOW_CONNECTIONS false, or a template */
-	KAIROI_BLOCKED_PAUSED		/* DROP or RENAME DATABASE in progress */
+	KAIROI_BLOCKED_PAUSED,		/* DROP or RENAME DATABASE in progress */
+	KAIROI_BLOCKED_COPY			/* a copy of a database: written by its worker */
 } KairoiBlockedReason;
 
 /*
@@ -108,7 +109,7 @@ extern bool kairoi_release_slot_if_quiet(KairoiDatabaseSlot *slot);
 extern void kairoi_wake_launcher(void);
 extern void kairoi_wake_worker(Oid database);
 extern void kairoi_request_restart(Oid database);
-extern void kairoi_announce_commit(int64 from_seq);
+extern bool kairoi_announce_commit(int64 from_seq);
 
 /* A delivery worker's side of its slot */
 extern KairoiDatabaseSlot *kairoi_publish_worker(Oid database,
@@ -124,6 +125,7 @@ extern void kairoi_set_last_error(KairoiDatabaseSlot *slot,
 extern bool kairoi_ask_for_commit_wakeups(KairoiDatabaseSlot *slot,
 										  bool wanted);
 extern int64 kairoi_take_rescan_request(KairoiDatabaseSlot *slot);
+extern void kairoi_block_copy(KairoiDatabaseSlot *slot);
 extern bool kairoi_restart_requested(KairoiDatabaseSlot *slot);
 
 #endif							/* KAIROI_SHMEM_H */

@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -37,6 +38,7 @@ PG_FUNCTION_INFO_V1(kairoi_rule_set_shell);
 PG_FUNCTION_INFO_V1(kairoi_rule_set_amqp);
 PG_FUNCTION_INFO_V1(kairoi_wake_worker_at_commit);
 PG_FUNCTION_INFO_V1(kairoi_library_version);
+PG_FUNCTION_INFO_V1(kairoi_restart_worker_at_commit);
 
 /*
  * Largest identifier, pattern or runner argument, in UTF-8 bytes.  The
@@ -541,5 +543,17 @@ Datum
 kairoi_wake_worker_at_commit(PG_FUNCTION_ARGS)
 {
 	kairoi_note_enqueue(0);
+	PG_RETURN_VOID();
+}
+
+/*
+ * kairoi._restart_worker_at_commit(): the database's worker restarts when
+ * the calling transaction commits, and reads the database afresh (used by
+ * kairoi_serve_copy(): a copy's worker starts again).
+ */
+Datum
+kairoi_restart_worker_at_commit(PG_FUNCTION_ARGS)
+{
+	kairoi_note_database_change(MyDatabaseId, true);
 	PG_RETURN_VOID();
 }

@@ -288,6 +288,8 @@ kairoi_worker_main(Datum main_arg)
 	if (slot == NULL)
 		proc_exit(0);
 	worker_wait_for_extension_update(slot);
+	if (worker_database_is_copy(slot))
+		proc_exit(0);
 	pgstat_report_appname(psprintf("kairoi worker %s", NameStr(slot->datname)));
 	worker_init(&w, slot);
 	worker_publish_state(&w, w.idle_closed ? KAIROI_STATE_IDLE

@@ -230,6 +230,36 @@ worker_wait_for_extension_update(KairoiDatabaseSlot *slot)
 }
 
 /*
+ * Is the database a copy of another (CREATE DATABASE ... TEMPLATE by any
+ * role that may create databases and owns this one)?  Its queue is the
+ * original's: delivering it again would resend old jobs and rules, and
+ * every copy would take a worker.  Then the slot says so and the worker
+ * leaves; the launcher starts none there until a superuser runs
+ * kairoi_serve_copy() in the copy.
+ */
+bool
+worker_database_is_copy(KairoiDatabaseSlot *slot)
+{
+	Oid			origin;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	origin = outbox_origin_database();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (origin == MyDatabaseId)
+		return false;
+	ereport(LOG,
+			(errmsg("kairoi: database \"%s\" is a copy of another database; its queue is not delivered",
+					NameStr(slot->datname)),
+			 errdetail("Its queue was copied with it (CREATE DATABASE ... TEMPLATE): delivering it would send the original's entries again."),
+			 errhint("If this database's queue must be delivered, a superuser runs SELECT kairoi_serve_copy() in it.")));
+	kairoi_block_copy(slot);
+	return true;
+}
+
+/*
  * Decide whether to serve the database: it must have the extension, and
  * no other worker may serve it.  A worker restarted after DROP EXTENSION
  * releases the slot, unless a commit (CREATE EXTENSION again) announced

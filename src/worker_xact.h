@@ -43,6 +43,9 @@ extern void worker_exit_if_restart_requested(KairoiDatabaseSlot *slot);
  */
 extern KairoiDatabaseSlot *worker_start_serving(Oid database);
 
+/* A copy of another database: marked in the slot, not to be served */
+extern bool worker_database_is_copy(KairoiDatabaseSlot *slot);
+
 /* Wait while the database's extension is older than the library */
 extern void worker_wait_for_extension_update(KairoiDatabaseSlot *slot);
 

@@ -69,6 +69,7 @@ psql_at PG postgres -c "CREATE DATABASE reference" &&
 		JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
 		JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'kairoi'
 		WHERE d.deptype = 'e' AND c.relkind = 'v'
+		  AND c.relnamespace <> 'kairoi'::regnamespace
 		UNION
 		SELECT 'kairoi.' || c.relname, 'allowed' FROM pg_class c
 		WHERE c.relnamespace = 'kairoi'::regnamespace

@@ -16,6 +16,7 @@
 #   e  ALLOW_CONNECTIONS false stops the worker, true restarts it
 #   f  a template with the extension: its worker stops when it becomes a
 #      template, CREATE DATABASE from it works, and the copy is delivered
+#      once a superuser runs kairoi_serve_copy() there (not before)
 #   g  RENAME, DROP EXTENSION and CREATE EXTENSION again
 #   h  crash restarts (immediate stop, SIGKILL of one worker): every
 #      database delivered, exact counts
@@ -195,8 +196,20 @@ t0=$(now_ms)
 sql postgres -c "CREATE DATABASE f TEMPLATE tmpl" && pass "f: CREATE DATABASE from the template works" ||
 	fail "f: CREATE DATABASE from the template failed"
 echo "# f: CREATE DATABASE f TEMPLATE tmpl took $(( $(now_ms) - t0 )) ms"
-wait_for "f's worker" 10 has_worker f && pass "f: the copy gets a worker" || fail "f: no worker in the copy"
+# a copy is not delivered (its queue was the template's) until a superuser
+# says so
+COPY_STATE="not delivering: a copy of another database; a superuser runs kairoi_serve_copy() to deliver its queue"
+copy_state() { [ "$(sql "$1" -c "SELECT state FROM kairoi_status()")" = "$COPY_STATE" ]; }
+wait_for "f recognised as a copy" 10 copy_state f &&
+	pass "f: kairoi_status() in the copy says it is not delivered, and why" ||
+	fail "f: kairoi_status() in the copy: $(sql f -c "SELECT state FROM kairoi_status()")"
 enqueue f f 1 10
+sleep 1
+check "f: the copy has no worker, its entries wait" "0 10" \
+	"$(workers_in f) $(sql f -c "SELECT pending FROM kairoi_status()")"
+sql f -c "SELECT kairoi_serve_copy()" >/dev/null || fail "f: kairoi_serve_copy()"
+wait_for "f's worker" 10 has_worker f && pass "f: the copy gets a worker once a superuser serves it" ||
+	fail "f: no worker in the copy after kairoi_serve_copy()"
 flush f
 check "f: the copy is delivered" "f:10" "$(server_jobs "$S1_CPORT" f)"
 # a database used as a template without being one: its worker steps aside
@@ -204,8 +217,9 @@ t0=$(now_ms)
 sql postgres -c "CREATE DATABASE f2 TEMPLATE f" && pass "f: CREATE DATABASE from a served database works" ||
 	fail "f: CREATE DATABASE from a served database failed"
 echo "# f: CREATE DATABASE f2 TEMPLATE f took $(( $(now_ms) - t0 )) ms"
+sql f2 -c "SELECT kairoi_serve_copy()" >/dev/null || fail "f: kairoi_serve_copy() in f2"
 wait_for "f's worker back" 10 has_worker f && wait_for "f2's worker" 10 has_worker f2 &&
-	pass "f: both the source and the copy are served" || fail "f: source or copy not served"
+	pass "f: both the source and the served copy have a worker" || fail "f: source or copy not served"
 
 # --- g: RENAME, DROP EXTENSION, CREATE EXTENSION again
 size=$(log_size)

@@ -294,6 +294,8 @@ CREATE TABLE kairoi.pending_jobs (seq bigint, enqueued_at timestamptz);
 CREATE TABLE kairoi.pending_rules (LIKE kairoi.pending_jobs);
 CREATE TABLE kairoi.failed ();
 CREATE SEQUENCE kairoi.outbox_seq;
+CREATE TABLE kairoi.origin AS SELECT oid AS database FROM pg_database
+	WHERE datname = current_database();
 CREATE FUNCTION pg_temp.status_probe(OUT worker_pid integer, OUT state text,
 	OUT server text, OUT database name, OUT in_flight integer,
 	OUT acknowledged bigint, OUT connection_attempts bigint,

@@ -2,7 +2,9 @@
 # test/integration/worker_slots.sh: more databases with the extension than
 # max_worker_processes has slots.  The database left without a worker gets
 # one LOG line (not one per retry), kairoi_status() there says why, its
-# entries wait, and its worker starts as soon as a slot frees up.
+# entries wait, and its worker starts as soon as a slot frees up.  Copies
+# of a database (CREATE DATABASE ... TEMPLATE by its owner, who has
+# CREATEDB) take no slot and deliver nothing.
 set -u
 # shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -53,6 +55,45 @@ sql c -c "SELECT kairoi_flush('30 s')" >/dev/null && pass "c's entries delivered
 check "c's jobs on the server" 100 "$($KCTL --port "$S_CPORT" count-jobs)"
 check "a no longer listed" "b c" \
 	"$(sql b -c "SELECT string_agg(database, ' ' ORDER BY database) FROM kairoi_workers")"
+
+# A role with CREATEDB that owns a database with the extension copies it
+# six times: the copies take no worker slot (nor any of kairoi's slots),
+# so a database a superuser gives the extension later is served at once.
+# Two worker slots free: owned's and later's
+sql b -c "DROP EXTENSION kairoi" && sql c -c "DROP EXTENSION kairoi" || exit 1
+no_kairoi_worker() { [ "$(sql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'kairoi worker'")" = 0 ]; }
+wait_for "b and c without worker" 10 no_kairoi_worker
+sql postgres -c "CREATE ROLE copier LOGIN CREATEDB" \
+	-c "CREATE DATABASE owned OWNER copier" || exit 1
+# the copies are made with owned's entries pending in them
+$KCTL --port "$S_CPORT" fault refuse=true >/dev/null
+sql owned -c "CREATE EXTENSION kairoi" \
+	-c "SELECT kairoi_job_set('owned.' || i, '2030-01-01') FROM generate_series(1, 5) i" >/dev/null || exit 1
+for i in 1 2 3 4 5 6; do
+	psql_at PG postgres -c "SET ROLE copier" -c "CREATE DATABASE copy$i TEMPLATE owned" >/dev/null ||
+		fail "the owner copies its database ($i)"
+	sql "copy$i" -c "SELECT kairoi_job_set('copied.$i', '2030-01-01')" >/dev/null
+done
+$KCTL --port "$S_CPORT" fault refuse=false >/dev/null
+sql owned -c "SELECT kairoi_flush('30 s')" >/dev/null || fail "owned delivers"
+sleep 3		# the launcher probes each copy, whose worker leaves at once
+check "the six copies run no worker" 0 \
+	"$(sql postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'kairoi worker' AND datname LIKE 'copy%'")"
+check "and are not listed by kairoi_workers" 0 \
+	"$(sql owned -c "SELECT count(*) FROM kairoi_workers WHERE database LIKE 'copy%'")"
+sql postgres -c "CREATE DATABASE later" || exit 1
+sql later -c "CREATE EXTENSION kairoi" -c "SELECT kairoi_job_set('later.1', '2030-01-01')" >/dev/null || exit 1
+wait_for "later's worker" 10 has_worker later && pass "a database created later gets its worker" ||
+	fail "no worker for a database created after the copies"
+sql later -c "SELECT kairoi_flush('30 s')" >/dev/null && pass "and delivers" || fail "later does not deliver"
+sets_of() { # SET requests the server received for identifiers LIKE $1%
+	$KCTL --port "$S_CPORT" requests | $PYTHON -c '
+import json, sys
+print(sum(1 for r in json.load(sys.stdin)
+          if r["args"][1:2] == ["SET"] and r["args"][2].startswith(sys.argv[1])))' "$1"
+}
+check "nothing scheduled in a copy reached the server" 0 "$(sets_of copied.)"
+check "owned's entries, pending in every copy, were sent once (by owned)" 5 "$(sets_of owned.)"
 
 stop_postgres PG fast
 finish
