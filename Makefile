@@ -9,6 +9,7 @@ OBJS = \
 	src/init.o \
 	src/kcp.o \
 	src/launcher.o \
+	src/logical_replication.o \
 	src/outbox.o \
 	src/outbox_direct.o \
 	src/pipeline.o \
@@ -21,13 +22,14 @@ OBJS = \
 	src/worker_xact.o
 
 EXTENSION = kairoi
-DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql
+DATA = kairoi--1.0.sql kairoi--1.0--1.1.sql kairoi--1.1--1.2.sql
 PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 
 # Tests that need a delivery worker and the Kairoi test server
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
 	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers \
-	kairoi_job_trigger kairoi_job_set_many kairoi_search_path
+	kairoi_job_trigger kairoi_job_set_many kairoi_search_path \
+	kairoi_logical_replication
 ISOLATION = kairoi_concurrent kairoi_race
 # What `make installcheck` runs when the server has no worker for the
 # regression database
