@@ -29,7 +29,10 @@ SELECT identifier, reason FROM kairoi.failed WHERE identifier = 'replica session
 DELETE FROM kairoi.failed WHERE identifier = 'replica session, failed';
 SELECT count(*) FROM kairoi.failed WHERE identifier = 'replica session, failed';
 COMMIT;
-SELECT kairoi_test.server_job('replica session');
+SELECT kairoi_flush('30 seconds');
+\copy kairoi_test.server_jobs FROM PROGRAM '$KSERVER jobs' WITH (FORMAT csv)
+SELECT execution FROM kairoi_test.server_jobs WHERE identifier = 'replica session';
+TRUNCATE kairoi_test.server_jobs;
 
 -- A publication of kairoi's tables warns: all tables, the schema, by name
 CREATE PUBLICATION kairoi_all FOR ALL TABLES;

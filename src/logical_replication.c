@@ -108,10 +108,10 @@ kairoi_warn_if_published(const char *publication)
 	List	   *publications = NIL;
 	ListCell   *cell;
 
-	if (!outbox_extension_exists())
-		return;
 	/* see what the statement wrote to the catalogs */
 	CommandCounterIncrement();
+	if (!outbox_extension_exists())
+		return;
 	if (publication != NULL)
 	{
 		only = get_publication_oid(publication, true);
