@@ -7,9 +7,11 @@
 # application's table, orders), S a subscription to it, with streaming: P
 # streams transactions over logical_decoding_work_mem = 64kB, and from
 # PostgreSQL 16 S applies them in a parallel apply worker.  Every change P
-# makes to kairoi's tables reaches S's apply worker, which must skip it:
+# makes to kairoi's tables reaches S's apply worker, which must skip it.
+# P's publication is created before its extension: it warns about nothing
+# then, and CREATE EXTENSION kairoi warns that it includes kairoi's tables.
 #   a  the initial copy (copy_data) of P's pending entries: S's outbox
-#      stays empty, orders is copied; CREATE PUBLICATION warned
+#      stays empty, orders is copied
 #   b  1000 jobs scheduled on P in one streamed transaction while A is
 #      down: S delivers none of P's jobs to B; A gets them once up
 #   c  the same identifiers pending on both nodes: P's delivery (its
@@ -89,10 +91,18 @@ EOF
 # outbox NODE: "entries|failed entries" of the node
 outbox() { sql "$1" -c "SELECT (SELECT count(*) FROM kairoi.outbox), (SELECT count(*) FROM kairoi.failed)"; }
 
+# On P the publication comes first: it warns once kairoi is there
 for node in P S; do
-	psql_at "$node" postgres -c "CREATE DATABASE app" || exit 1
-	sql "$node" -c "CREATE EXTENSION kairoi" \
-		-c "CREATE TABLE orders (id integer PRIMARY KEY, note text)" || exit 1
+	psql_at "$node" postgres -c "CREATE DATABASE app" &&
+		sql "$node" -c "CREATE TABLE orders (id integer PRIMARY KEY, note text)" || exit 1
+done
+check "CREATE PUBLICATION FOR ALL TABLES in a database without kairoi warns about nothing" "" \
+	"$(sql P -c "CREATE PUBLICATION allpub FOR ALL TABLES" 2>&1)"
+check "CREATE EXTENSION kairoi then warns that allpub includes kairoi's tables" 1 \
+	"$(sql P -c "CREATE EXTENSION kairoi" 2>&1 |
+		grep -c '^WARNING:  publication "allpub" includes kairoi.outbox and kairoi.failed$')"
+sql S -c "CREATE EXTENSION kairoi" || exit 1
+for node in P S; do
 	wait_for "the worker of $node" 30 worker_is_up "$node" app || fail "no worker on $node"
 done
 
@@ -103,9 +113,6 @@ fault "$A_CPORT" refuse=true
 fault "$B_CPORT" refuse=true
 check "a: 50 jobs pending on P" 50 "$(schedule P Pa 50)"
 sql P -c "INSERT INTO orders VALUES (0, 'before the subscription')" || exit 1
-check "a: CREATE PUBLICATION FOR ALL TABLES warns that it includes kairoi's tables" 1 \
-	"$(sql P -c "CREATE PUBLICATION allpub FOR ALL TABLES" 2>&1 |
-		grep -c '^WARNING:  publication "allpub" includes kairoi.outbox and kairoi.failed$')"
 if [ "$(sql S -c "SHOW server_version_num")" -ge 160000 ]; then streaming=parallel; else streaming=on; fi
 sql S -c "SET client_min_messages = warning" -c "CREATE SUBSCRIPTION sub
 	CONNECTION 'host=$P_HOST port=$P_PORT dbname=app user=postgres'
