@@ -9,6 +9,7 @@ OBJS = \
 	src/init.o \
 	src/kcp.o \
 	src/launcher.o \
+	src/logical_replication.o \
 	src/outbox.o \
 	src/outbox_1_1.o \
 	src/outbox_direct.o \
@@ -29,7 +30,8 @@ PGFILEDESC = "kairoi - transactional Kairoi job scheduling"
 # Tests that need a delivery worker and the Kairoi test server
 REGRESS = kairoi_setup kairoi_inputs kairoi_outbox kairoi_delivery \
 	kairoi_trigger kairoi_privileges kairoi_admin kairoi_workers \
-	kairoi_job_trigger kairoi_job_set_many kairoi_search_path
+	kairoi_job_trigger kairoi_job_set_many kairoi_search_path \
+	kairoi_logical_replication
 ISOLATION = kairoi_concurrent kairoi_race
 # What `make installcheck` runs when the server has no worker for the
 # regression database

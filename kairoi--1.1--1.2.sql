@@ -248,3 +248,52 @@ COMMENT ON FUNCTION kairoi_serve_copy() IS
 REVOKE ALL ON kairoi.origin FROM PUBLIC;
 REVOKE ALL ON FUNCTION kairoi._restart_worker_at_commit() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kairoi_serve_copy() FROM PUBLIC;
+
+/* ---- Logical replication: kairoi's tables are node-local ---- */
+
+/*
+ * A publication FOR ALL TABLES includes kairoi's tables.  On a subscriber,
+ * the rows logical replication applies to them are skipped: each node
+ * delivers what was scheduled on it, as sequences are not replicated
+ * (their seq and id would collide with the subscriber's own, the
+ * publisher's deletes would remove the subscriber's entries, and its
+ * kairoi.origin would make the subscriber a copy).  The function returns
+ * NULL in a logical replication worker (apply, tablesync, parallel apply)
+ * and the row unchanged anywhere else.
+ *
+ * ENABLE REPLICA: the triggers fire only under session_replication_role =
+ * replica, which those workers set; ordinary sessions and the delivery
+ * worker (which pins origin) never call the function.  A replicated
+ * TRUNCATE fires no row trigger: it is not skipped (src/logical_replication.c).
+ */
+CREATE FUNCTION kairoi._skip_replicated_change()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'kairoi_skip_replicated_change'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION kairoi._skip_replicated_change() FROM PUBLIC;
+
+CREATE TRIGGER skip_replicated_change
+	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.pending_jobs
+	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
+ALTER TABLE kairoi.pending_jobs ENABLE REPLICA TRIGGER skip_replicated_change;
+
+CREATE TRIGGER skip_replicated_change
+	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.pending_rules
+	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
+ALTER TABLE kairoi.pending_rules ENABLE REPLICA TRIGGER skip_replicated_change;
+
+CREATE TRIGGER skip_replicated_change
+	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.rejections
+	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
+ALTER TABLE kairoi.rejections ENABLE REPLICA TRIGGER skip_replicated_change;
+
+CREATE TRIGGER skip_replicated_change
+	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.failed
+	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
+ALTER TABLE kairoi.failed ENABLE REPLICA TRIGGER skip_replicated_change;
+
+CREATE TRIGGER skip_replicated_change
+	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.origin
+	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
+ALTER TABLE kairoi.origin ENABLE REPLICA TRIGGER skip_replicated_change;

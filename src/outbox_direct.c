@@ -27,10 +27,11 @@
  *	    file does not use are ignored) or refused if one it needs is gone.
  *	    The primary key is checked to be on seq alone.
  *	  - Triggers, rules, row-level security and foreign keys: the queue's
- *	    tables have none that fire here (their one trigger fires only for
- *	    logical replication's changes) and ordinary roles cannot add any;
- *	    they are skipped deliberately.  Permissions: the worker runs as a
- *	    superuser.
+ *	    tables have none but their ENABLE REPLICA trigger, which fires
+ *	    only in logical replication workers (logical_replication.c; the
+ *	    worker pins session_replication_role = origin), and ordinary roles
+ *	    cannot add any; they are skipped deliberately.  Permissions: the
+ *	    worker runs as a superuser.
  *	  - Statistics and WAL: heap_delete and the index scan count and log
  *	    themselves, as under the executor.
  *	  - Subtransactions and DDL: each call opens the tables afresh under

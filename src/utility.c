@@ -10,7 +10,9 @@
  *	  launcher or a worker must react to at commit (at_commit.c): CREATE
  *	  and ALTER DATABASE, ALTER DATABASE SET (the worker restarts to read
  *	  its new settings, kairoi.server among them), and DROP or ALTER
- *	  EXTENSION kairoi.
+ *	  EXTENSION kairoi.  After CREATE or ALTER PUBLICATION, and CREATE or
+ *	  ALTER EXTENSION kairoi, it warns about a publication that includes
+ *	  kairoi's tables (logical_replication.c).
  *
  *	  The hook runs before PostgreSQL's own checks, in any session, so it
  *	  stops a worker only for a statement those checks will let through:
@@ -44,6 +46,7 @@
 
 #include "at_commit.h"
 #include "compat.h"
+#include "logical_replication.h"
 #include "shmem.h"
 #include "utility.h"
 
@@ -229,6 +232,12 @@ database_needing_exclusive_use(Node *statement)
 }
 
 static bool
+names_kairoi(const char *extension)
+{
+	return strcmp(extension, "kairoi") == 0;
+}
+
+static bool
 names_kairoi_extension(DropStmt *stmt)
 {
 	ListCell   *cell;
@@ -237,7 +246,7 @@ names_kairoi_extension(DropStmt *stmt)
 		return false;
 	foreach(cell, stmt->objects)
 	{
-		if (strcmp(strVal(lfirst(cell)), "kairoi") == 0)
+		if (names_kairoi(strVal(lfirst(cell))))
 			return true;
 	}
 	return false;
@@ -269,8 +278,43 @@ note_statement_for_commit(Node *statement)
 				kairoi_note_database_change(MyDatabaseId, true);
 			break;
 		case T_AlterExtensionStmt:
-			if (strcmp(((AlterExtensionStmt *) statement)->extname, "kairoi") == 0)
+			if (names_kairoi(((AlterExtensionStmt *) statement)->extname))
 				kairoi_note_database_change(MyDatabaseId, true);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * After a statement succeeded: warn if it put kairoi's tables in a
+ * publication, or created or updated kairoi where a publication includes
+ * them.  ALTER PUBLICATION that drops objects or only sets options adds
+ * nothing.
+ */
+static void
+warn_if_publishing_kairoi(Node *statement)
+{
+	switch (nodeTag(statement))
+	{
+		case T_CreatePublicationStmt:
+			kairoi_warn_if_published(((CreatePublicationStmt *) statement)->pubname);
+			break;
+		case T_AlterPublicationStmt:
+			{
+				AlterPublicationStmt *stmt = (AlterPublicationStmt *) statement;
+
+				if (stmt->pubobjects != NIL && stmt->action != AP_DropObjects)
+					kairoi_warn_if_published(stmt->pubname);
+			}
+			break;
+		case T_CreateExtensionStmt:
+			if (names_kairoi(((CreateExtensionStmt *) statement)->extname))
+				kairoi_warn_if_published(NULL);
+			break;
+		case T_AlterExtensionStmt:
+			if (names_kairoi(((AlterExtensionStmt *) statement)->extname))
+				kairoi_warn_if_published(NULL);
 			break;
 		default:
 			break;
@@ -332,6 +376,7 @@ kairoi_process_utility(PlannedStmt *pstmt, const char *queryString,
 		next_process_utility(pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
 	note_statement_for_commit(statement);
+	warn_if_publishing_kairoi(statement);
 }
 
 void

@@ -1,6 +1,6 @@
 #!/bin/bash
-# test/integration/upgrade.sh: ALTER EXTENSION kairoi UPDATE from 1.0 to
-# the current version, with the current library.
+# test/integration/upgrade.sh: ALTER EXTENSION kairoi UPDATE from 1.0 and
+# 1.1 to the current version, with the current library.
 #
 #   a  CREATE EXTENSION kairoi VERSION '1.0' with the current library: the
 #      1.0 functions still enqueue (awkward values, a rule before the jobs,
@@ -24,6 +24,11 @@
 #      as a role granted kairoi_job_set, stays connected: the update waits
 #      for no lock, the grant survives, the session's next call enqueues
 #      into the new tables, and everything is delivered
+#   g  ALTER EXTENSION kairoi UPDATE from 1.1, with entries pending and
+#      failed, in a database with a publication FOR ALL TABLES: it warns
+#      that the publication includes kairoi's tables, keeps every row, the
+#      catalog (triggers of the extension's tables included) equals a
+#      fresh install, everything is delivered
 # Throughout, postgresql.conf keeps kairoi.database and kairoi.window,
 # which 1.1 retired: PostgreSQL starts, each is logged once, and every
 # database with the extension is served.  The update from 1.1 with 1.1's
@@ -276,6 +281,9 @@ ORDER BY c.oid::regclass::text;
 SELECT 'attacl', a.attrelid::regclass, a.attname, a.attacl
 FROM member m JOIN pg_attribute a ON m.classid = 'pg_class'::regclass AND a.attrelid = m.objid
 WHERE a.attacl IS NOT NULL ORDER BY a.attrelid::regclass::text, a.attname;
+SELECT 'trigger', t.tgrelid::regclass, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid)
+FROM member m JOIN pg_trigger t ON m.classid = 'pg_class'::regclass AND t.tgrelid = m.objid
+ORDER BY t.tgrelid::regclass::text, t.tgname;
 SELECT 'nspacl', nspname, nspowner::regrole, nspacl FROM pg_namespace WHERE nspname = 'kairoi';
 SELECT 'initprivs', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.privtype, i.initprivs
 FROM pg_init_privs i JOIN member m ON m.classid = i.classoid AND m.objid = i.objoid
@@ -321,6 +329,8 @@ check "c: the binary-upgrade dump writes out the members" t \
 		echo t)"
 check "c: the catalog lists the queue's tables as configuration tables" 3 \
 	"$(grep -Ec '^config\|kairoi.(pending_jobs|pending_rules|rejections)\|$' "$WORK/old.catalog")"
+check "c: the catalog lists the triggers of the extension's tables" t \
+	"$(grep -q '^trigger|kairoi\.pending_jobs|' "$WORK/old.catalog" && echo t)"
 
 check "c: no function of the upgraded extension is executable by PUBLIC" "" \
 	"$(sql old -c "SELECT p.oid::regprocedure FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
@@ -463,6 +473,53 @@ check "f: the server holds exactly old's and stalled's entries" "missing 0 wrong
 # the grant made the ACL differ from a fresh install's on purpose
 sql stalled -c "REVOKE EXECUTE ON FUNCTION kairoi_job_set(text, timestamptz) FROM kairoi_upgrade_app" || exit 1
 same_catalog stalled f
+
+# ---------------------------------------------------------------------------
+# g: from 1.1, with entries pending and failed, under a publication
+sql postgres -c "CREATE DATABASE from11" || exit 1
+sql from11 -c "CREATE EXTENSION kairoi VERSION '1.1'" || exit 1
+check "g: version 1.1 installed" "1.1" \
+	"$(sql from11 -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
+wait_for "the worker of from11" 30 worker_is_up PG from11 || fail "g: no worker serves from11"
+# a failed entry, as 1.1's worker wrote them
+sql from11 -c "INSERT INTO kairoi.failed (kind, identifier, arguments, version, enqueued_at, attempts, reason)
+	VALUES ('j', 'failed under 1.1', '{\"2035-01-01 00:00:00\"}', 1, now(), 2, 'answered ERROR')" \
+	>/dev/null || fail "g: a failed entry under 1.1"
+$KCTL --port "$SRV_CPORT" fault refuse=true 'error_ids=[]' >/dev/null
+sql from11 -c "SELECT kairoi_rule_set_shell('rule under 1.1', 'g ', '/opt/g.sh')" \
+	-c "SELECT kairoi_job_set_many(array_agg('g ' || i), array_agg('2035-02-01 00:00:00+00'::timestamptz + i * interval '1 s'))
+		FROM generate_series(1, 100) i" \
+	-c "SELECT kairoi_job_set('g 50', '2035-12-31 00:00:00+00')" >/dev/null || fail "g: enqueueing under 1.1"
+check "g: pending and failed under 1.1" "101|1" \
+	"$(sql from11 -c "SELECT (SELECT count(*) FROM kairoi_pending), (SELECT count(*) FROM kairoi_failed)")"
+dump_queue from11 >"$WORK/queue_from11_before"
+pending_json from11 >"$WORK/from11.json"
+sql from11 -c "SELECT json_agg(json_build_array(kind, identifier, arguments)) FROM kairoi.failed" \
+	>"$WORK/from11_failed.json"
+sql from11 -c "CREATE PUBLICATION g_all FOR ALL TABLES" 2>/dev/null || exit 1
+check "g: ALTER EXTENSION kairoi UPDATE warns that g_all includes kairoi's tables" 1 \
+	"$(sql from11 -c "ALTER EXTENSION kairoi UPDATE" 2>&1 |
+		grep -c '^WARNING:  publication "g_all" includes kairoi.pending_jobs, kairoi.pending_rules, kairoi.rejections, kairoi.failed, kairoi.origin$')"
+check "g: extversion is the default version" "$default_version" \
+	"$(sql from11 -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
+dump_queue from11 >"$WORK/queue_from11_after"
+if diff "$WORK/queue_from11_before" "$WORK/queue_from11_after" >"$WORK/queue_from11.diff"; then
+	pass "g: every pending and failed row unchanged by the upgrade ($(wc -l <"$WORK/queue_from11_after") rows)"
+else
+	fail "g: the upgrade changed the queue (before < > after)"
+	head -20 "$WORK/queue_from11.diff"
+fi
+# the publication is no part of a fresh install
+sql from11 -c "DROP PUBLICATION g_all" || exit 1
+same_catalog from11 g
+$KCTL --port "$SRV_CPORT" fault refuse=false >/dev/null
+check "g: everything pending is acknowledged" "" "$(sql from11 -c "SELECT kairoi_flush('60 s')")"
+check "g: the failed entry is retried" 1 "$(sql from11 -c "SELECT kairoi_retry_failed()")"
+check "g: and acknowledged" "" "$(sql from11 -c "SELECT kairoi_flush('60 s')")"
+$PYTHON -c 'import json, sys; print(json.dumps(sum((json.load(open(f)) for f in sys.argv[1:]), [])))' \
+	"$WORK/everything_stalled.json" "$WORK/from11.json" "$WORK/from11_failed.json" >"$WORK/everything_from11.json"
+check "g: the server holds exactly old's, stalled's and from11's entries" "missing 0 wrong 0 unexpected 0" \
+	"$(server_diff "$WORK/everything_from11.json")"
 
 check "the retired settings are logged once each" "1 1" \
 	"$(grep -c 'kairoi.database is ignored since kairoi 1.1' "$PG_DIR/postgres.log") $(grep -c 'kairoi.window is ignored since kairoi 1.1' "$PG_DIR/postgres.log")"
