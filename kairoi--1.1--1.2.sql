@@ -273,27 +273,20 @@ LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION kairoi._skip_replicated_change() FROM PUBLIC;
 
-CREATE TRIGGER skip_replicated_change
-	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.pending_jobs
-	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
-ALTER TABLE kairoi.pending_jobs ENABLE REPLICA TRIGGER skip_replicated_change;
-
-CREATE TRIGGER skip_replicated_change
-	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.pending_rules
-	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
-ALTER TABLE kairoi.pending_rules ENABLE REPLICA TRIGGER skip_replicated_change;
-
-CREATE TRIGGER skip_replicated_change
-	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.rejections
-	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
-ALTER TABLE kairoi.rejections ENABLE REPLICA TRIGGER skip_replicated_change;
-
-CREATE TRIGGER skip_replicated_change
-	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.failed
-	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
-ALTER TABLE kairoi.failed ENABLE REPLICA TRIGGER skip_replicated_change;
-
-CREATE TRIGGER skip_replicated_change
-	BEFORE INSERT OR UPDATE OR DELETE ON kairoi.origin
-	FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change();
-ALTER TABLE kairoi.origin ENABLE REPLICA TRIGGER skip_replicated_change;
+DO $$
+DECLARE
+	name pg_catalog.text;
+BEGIN
+	FOREACH name IN ARRAY ARRAY['pending_jobs', 'pending_rules', 'rejections',
+								'failed', 'origin']
+	LOOP
+		EXECUTE pg_catalog.format(
+			'CREATE TRIGGER skip_replicated_change'
+			'  BEFORE INSERT OR UPDATE OR DELETE ON kairoi.%I'
+			'  FOR EACH ROW EXECUTE FUNCTION kairoi._skip_replicated_change()', name);
+		EXECUTE pg_catalog.format(
+			'ALTER TABLE kairoi.%I ENABLE REPLICA TRIGGER skip_replicated_change',
+			name);
+	END LOOP;
+END
+$$;

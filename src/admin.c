@@ -394,9 +394,15 @@ static FlushCheck lowest_pending_check = {
 	2, {INT8OID, INT8OID}
 };
 
+/*
+ * $1 bound, $2 the highest id of kairoi.failed the flush saw at its start:
+ * entries rejected for good since.  The worker, the one writer of failed
+ * entries, takes their ids in the order it commits them; a time would not
+ * do (a move committed after the flush started can have begun before).
+ */
 static FlushCheck rejections_check = {
-	"SELECT count(*) FROM kairoi.failed WHERE version <= $1 AND failed_at >= $2",
-	2, {INT8OID, TIMESTAMPTZOID}
+	"SELECT count(*) FROM kairoi.failed WHERE version <= $1 AND id > $2",
+	2, {INT8OID, INT8OID}
 };
 
 /*
@@ -463,9 +469,9 @@ count_pending(const FlushTarget *target)
 }
 
 static void
-report_rejections(int64 version, TimestampTz since)
+report_rejections(int64 version, int64 failed_before)
 {
-	Datum		args[2] = {Int64GetDatum(version), TimestampTzGetDatum(since)};
+	Datum		args[2] = {Int64GetDatum(version), Int64GetDatum(failed_before)};
 	int64		rejected = 0;
 
 	(void) run_flush_check(&rejections_check, args, &rejected);
@@ -507,6 +513,7 @@ kairoi_flush(PG_FUNCTION_ARGS)
 	int64		timeout_ms;
 	TimestampTz start = GetCurrentTimestamp();
 	Datum		bound;
+	Datum		failed_before;
 	bool		isnull;
 	FlushTarget target;
 	bool		wake_worker = true;
@@ -530,6 +537,8 @@ kairoi_flush(PG_FUNCTION_ARGS)
 				  &isnull);
 	target.bound = DatumGetInt64(bound);
 	target.low_seq = 0;
+	query_one_row("SELECT coalesce(max(id), 0) FROM kairoi.failed", 1,
+				  &failed_before, &isnull);
 
 	/*
 	 * The worker broadcasts progress_cv each time it has deleted a batch of
@@ -558,6 +567,6 @@ kairoi_flush(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	ConditionVariableCancelSleep();
-	report_rejections(target.bound, start);
+	report_rejections(target.bound, DatumGetInt64(failed_before));
 	PG_RETURN_VOID();
 }

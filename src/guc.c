@@ -187,3 +187,13 @@ kairoi_pin_background_settings(void)
 							PGC_SUSET, PGC_S_OVERRIDE);
 	}
 }
+
+long
+kairoi_backoff_delay_ms(int failures)
+{
+	long		delay = kairoi_backoff_min_ms;
+
+	for (int i = 1; i < failures && delay < kairoi_backoff_max_ms; i++)
+		delay *= 2;
+	return Min(delay, (long) kairoi_backoff_max_ms);
+}

@@ -35,6 +35,13 @@ extern int	kairoi_batch_delay_ms;
 extern int	kairoi_max_databases;
 extern int	kairoi_non_ascii_write_limit;
 
+/*
+ * The delay after the n-th failure in a row (n >= 1): kairoi.backoff_min,
+ * doubled for each failure after the first, at most kairoi.backoff_max.
+ * Used for reconnecting and for retrying an entry answered ERROR.
+ */
+extern long kairoi_backoff_delay_ms(int failures);
+
 /* Settings of kairoi 1.0, still accepted and ignored */
 extern char *kairoi_obsolete_database;
 extern int	kairoi_obsolete_window;

@@ -437,6 +437,17 @@ outbox_has_entries(void)
 										   "    OR EXISTS (SELECT FROM kairoi.pending_rules)"));
 }
 
+bool
+outbox_failed_may_have_entries(void)
+{
+	Relation	failed = table_open(outbox_relation_oid("failed"),
+									AccessShareLock);
+	BlockNumber nblocks = RelationGetNumberOfBlocks(failed);
+
+	table_close(failed, NoLock);
+	return nblocks > 0;
+}
+
 /*
  * The rows of a relation as the planner would estimate them: the density
  * of rows per page that the last VACUUM or ANALYZE found, times the pages

@@ -128,6 +128,14 @@ extern Oid	outbox_origin_database(void);
 /* True if the extension's objects exist in the current database */
 extern bool outbox_extension_exists(void);
 
+/*
+ * False if kairoi.failed certainly holds no entry: it has no block (vacuum
+ * truncates it once its entries are retried or purged, and a committed row
+ * lives in a block).  Nearly always the case: what would delete failed
+ * entries is then not run at all.
+ */
+extern bool outbox_failed_may_have_entries(void);
+
 /* Worker: does the queue hold any entry at all (due or not)? */
 extern bool outbox_has_entries(void);
 

@@ -17,12 +17,9 @@
  */
 #include "postgres.h"
 
-#include "access/table.h"
 #include "catalog/pg_type.h"
-#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "outbox.h"
@@ -60,18 +57,6 @@ static const char *const supersede_sql =
 "WHERE kind OPERATOR(pg_catalog.=) $1 "
 "  AND identifier OPERATOR(pg_catalog.=) ANY ($2)";
 
-/* False if kairoi.failed has no block, hence no entry to supersede */
-static bool
-failed_may_have_entries(void)
-{
-	Relation	failed = table_open(outbox_relation_oid("failed"),
-									AccessShareLock);
-	BlockNumber nblocks = RelationGetNumberOfBlocks(failed);
-
-	table_close(failed, NoLock);
-	return nblocks > 0;
-}
-
 static void
 supersede_failed(char kind, Datum identifiers)
 {
@@ -79,7 +64,7 @@ supersede_failed(char kind, Datum identifiers)
 	Oid			argtypes[2] = {CHAROID, TEXTARRAYOID};
 	Datum		values[2] = {CharGetDatum(kind), identifiers};
 
-	if (!failed_may_have_entries())
+	if (!outbox_failed_may_have_entries())
 		return;
 	outbox_prepare_once(&plan, supersede_sql, 2, argtypes);
 	outbox_execute(plan, values, NULL, false, SPI_OK_DELETE);

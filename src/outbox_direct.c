@@ -374,17 +374,6 @@ supersede_failed(char kind, Datum identifiers)
 	SPI_finish();
 }
 
-static bool
-failed_has_blocks(void)
-{
-	Relation	failed = table_open(outbox_relation_oid("failed"),
-									AccessShareLock);
-	BlockNumber nblocks = RelationGetNumberOfBlocks(failed);
-
-	table_close(failed, NoLock);
-	return nblocks > 0;
-}
-
 /* The acknowledged entries of one table; returns the rows deleted */
 static uint64
 delete_acknowledged_of(const QueueTable *table, const OutboxSent *sent, int n,
@@ -424,7 +413,7 @@ delete_acknowledged_of(const QueueTable *table, const OutboxSent *sent, int n,
 uint64
 outbox_delete_acknowledged(const OutboxSent *sent, int n)
 {
-	bool		supersede = failed_has_blocks();
+	bool		supersede = outbox_failed_may_have_entries();
 	uint64		deleted = 0;
 
 	for (int t = 0; t < (int) NQUEUE_TABLES; t++)

@@ -131,17 +131,6 @@ rejections_next_retry(void)
 	return next;
 }
 
-/* kairoi.backoff_min, doubled for each attempt after the first, capped */
-static long
-retry_delay_ms(int attempts)
-{
-	long		delay = kairoi_backoff_min_ms;
-
-	for (int i = 1; i < attempts && delay < kairoi_backoff_max_ms; i++)
-		delay *= 2;
-	return Min(delay, (long) kairoi_backoff_max_ms);
-}
-
 static void
 forget(int64 seq)
 {
@@ -211,7 +200,7 @@ rejections_record(const OutboxSent *sent, const char *reason)
 	r->version = sent->version;
 	r->attempts = attempts;
 	r->next_attempt_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													 retry_delay_ms(attempts));
+													 kairoi_backoff_delay_ms(attempts));
 	store(r, reason);
 	return false;
 }

@@ -37,16 +37,6 @@ handle_response(const KcpResponse *response, void *arg)
 	return true;
 }
 
-static long
-backoff_delay_ms(int failures)
-{
-	long		delay = kairoi_backoff_min_ms;
-
-	for (int i = 1; i < failures && delay < kairoi_backoff_max_ms; i++)
-		delay *= 2;
-	return Min(delay, (long) kairoi_backoff_max_ms);
-}
-
 /*
  * The wait set registers the socket: drop it with the connection, since a
  * new socket may get the same descriptor number.
@@ -112,7 +102,7 @@ disconnect(Worker *w, const char *reason, bool is_failure)
 		long		delay_ms;
 
 		w->failures++;
-		delay_ms = backoff_delay_ms(w->failures);
+		delay_ms = kairoi_backoff_delay_ms(w->failures);
 		kairoi_set_last_error(w->slot, reason);
 		log_failure(w, reason, delay_ms);
 		w->reconnect_at = TimestampTzPlusMilliseconds(now, delay_ms);
