@@ -57,9 +57,10 @@ SELECT kairoi_job_set('stale', '2030-01-01 00:00:00+00');
 SELECT kairoi_flush('30 seconds');
 \set VERBOSITY default
 SELECT identifier, arguments FROM kairoi_failed;
-\! $KCTL fault 'error_ids=[]' >/dev/null
+\! $KCTL fault 'error_ids=[]' refuse=true >/dev/null
 SELECT kairoi_job_set('stale', '2031-01-01 00:00:00+00');
 SELECT count(*) AS failed_before_delivery FROM kairoi_failed;
+\! $KCTL fault refuse=false >/dev/null
 SELECT kairoi_flush('30 seconds');
 SELECT count(*) AS failed_after_delivery FROM kairoi_failed;
 SELECT kairoi_retry_failed();
