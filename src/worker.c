@@ -24,6 +24,9 @@
  *	  take its seq early and commit late, or replace a row already sent), a
  *	  retry falls due, a connection is lost, and at every safety poll (which
  *	  also catches rows an application held locked, and COMMIT PREPARED).
+ *	  A safety poll also counts the queue for kairoi_workers if it changed.
+ *	  Before sleeping the worker flushes its table statistics, as a backend
+ *	  does before it goes idle.
  *
  *	  The rest of the worker: worker_session.c (the connection: connect,
  *	  exchange, backoff, idle close), worker_xact.c (the database work,
@@ -56,6 +59,7 @@
 #include "worker_xact.h"
 
 #define WORKER_LOCK_TIMEOUT "1s"
+#define WORKER_POLLS_PER_RECOUNT 10
 
 /*
  * A commit announced rows: read from there (the cursor may be past them).
@@ -72,6 +76,7 @@ take_rescan_request(Worker *w)
 	w->commit_batch_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														kairoi_batch_delay_ms);
 	w->pipeline.maybe_pending = true;
+	w->queue_changed = true;
 	if (from_seq <= w->pipeline.cursor)
 		pipeline_rewind(&w->pipeline, from_seq);
 }
@@ -112,6 +117,8 @@ time_to_next_deadline(Worker *w)
 		deadline = Min(deadline, w->next_retry);
 	if (w->database_retry > now)
 		deadline = Min(deadline, w->database_retry);
+	if (w->statistics_due != 0)
+		deadline = Min(deadline, w->statistics_due);
 
 	return milliseconds_until(deadline, now);
 }
@@ -206,6 +213,26 @@ wait_for_work(Worker *w, long timeout_ms)
 	return events;
 }
 
+/*
+ * Count the queue for kairoi_workers at a safety poll, if rows may have
+ * entered or left it since the last count: a commit announced some, or
+ * the worker deleted or moved some.  An unchanged queue is not counted
+ * again: with many dead rows (a backlog drained while a long transaction
+ * holds them back from VACUUM) a count reads them all, and one per poll
+ * would keep a core busy.  Every WORKER_POLLS_PER_RECOUNT polls it is
+ * counted anyway, for rows removed by hand.
+ */
+static void
+count_queue_if_changed(Worker *w)
+{
+	if (!w->queue_changed && ++w->polls_since_count < WORKER_POLLS_PER_RECOUNT)
+		return;
+	w->queue_changed = false;
+	w->polls_since_count = 0;
+	if (!worker_run_transaction(w, worker_count_outbox, "count the outbox"))
+		w->queue_changed = true;
+}
+
 /* Periodic duties: safety poll (and count of the outbox), retry times */
 static void
 tick(Worker *w)
@@ -217,13 +244,28 @@ tick(Worker *w)
 		pipeline_rewind(&w->pipeline, 0);
 		w->next_poll = TimestampTzPlusMilliseconds(now, kairoi_poll_interval_ms);
 		if (now >= w->database_retry)
-			worker_run_transaction(w, worker_count_outbox, "count the outbox");
+			count_queue_if_changed(w);
 	}
 	if (w->next_retry != 0 && now >= w->next_retry)
 	{
 		w->next_retry = 0;
 		pipeline_rewind(&w->pipeline, 0);
 	}
+}
+
+/*
+ * Flush the worker's table statistics, as a backend does before it goes
+ * idle: autovacuum learns from them how many rows the worker deleted from
+ * the queue.  pgstat_report_stat() flushes at most once a second and says
+ * when to try again; the worker wakes up for that.
+ */
+static void
+report_statistics(Worker *w)
+{
+	long		retry_ms = pgstat_report_stat(false);
+
+	w->statistics_due = retry_ms == 0 ? 0 :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
 }
 
 static void
@@ -237,6 +279,7 @@ worker_init(Worker *w, KairoiDatabaseSlot *slot)
 	/* With an idle timeout, connect only once there is something to send */
 	w->idle_closed = (kairoi_idle_timeout_ms > 0);
 	w->socket_event = -1;
+	w->queue_changed = true;	/* not counted yet */
 	w->iteration_context = AllocSetContextCreate(TopMemoryContext,
 												 "kairoi worker iteration",
 												 ALLOCSET_DEFAULT_SIZES);
@@ -312,6 +355,7 @@ kairoi_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(w.iteration_context);
 
+		report_statistics(&w);
 		wait_events = wait_for_work(&w, time_to_next_deadline(&w));
 	}
 }

@@ -36,6 +36,10 @@ typedef struct Worker
 	TimestampTz connect_started;
 	TimestampTz reconnect_at;
 	TimestampTz next_poll;		/* safety poll of the outbox */
+	bool		queue_changed;	/* rows may have entered or left the queue
+								 * since the worker last counted it */
+	int			polls_since_count;	/* safety polls since that count */
+	TimestampTz statistics_due; /* flush of table statistics held back, or 0 */
 	TimestampTz next_retry;		/* earliest retry of a rejected row, or 0 */
 	TimestampTz database_retry; /* after a failed transaction */
 	TimestampTz commit_batch_until; /* commits do not wake us before this */

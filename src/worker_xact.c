@@ -143,6 +143,8 @@ worker_apply_answers(Worker *w)
 				(errmsg("kairoi: moved %d entries to kairoi_failed after %d answers of ERROR each",
 						moved, kairoi_max_attempts),
 				 errhint("See the kairoi_failed view; kairoi_retry_failed() puts them back in the queue.")));
+	if (acknowledged->count > 0 || moved > 0)
+		w->queue_changed = true;
 	if (rejected->count > 0)
 	{
 		kairoi_set_last_error(w->slot, "the Kairoi server answered ERROR");
