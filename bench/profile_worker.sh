@@ -33,7 +33,7 @@ echo "# worker pid $wpid, $JOBS jobs per round, $(nproc) CPU, load average $(cut
 perf_pid=""
 for ((round = 1; round <= ROUNDS; round++)); do
 	$KCTL --port "$S_CPORT" reset >/dev/null
-	psql_at P postgres -c "VACUUM kairoi.outbox" || exit 1
+	psql_at P postgres -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules" || exit 1
 	psql_at P postgres -c "SELECT count(kairoi_job_set('p$round-' || g,
 		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $JOBS) g" >/dev/null || exit 1
 	if [ "$round" -eq "$ROUNDS" ]; then
