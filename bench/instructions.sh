@@ -28,7 +28,8 @@
 # Environment: VARIANTS ("plain_upsert kairoi_c_trigger kairoi_plpgsql
 # outbox_copy pgq_logutriga empty_trigger"), SET_CASES
 # ("plain_insert_select kairoi_array outbox_copy_insert_select
-# kairoi_c_statement_trigger plain_statement_trigger"), N (300), SET_N (10),
+# plain_statement_trigger kairoi_statement_trigger
+# kairoi_c_statement_trigger"), N (300), SET_N (10),
 # SET_ROWS (1000), TOP (25), CG_DIR (/tmp/kairoi-callgrind).  Ends with
 # "N passed, M failed": each variant ran and wrote its rows.
 set -u
@@ -38,7 +39,7 @@ set -u
 . "$BENCH/enqueue_variants.sh"
 
 VARIANTS=${VARIANTS:-"plain_upsert kairoi_c_trigger kairoi_plpgsql outbox_copy pgq_logutriga empty_trigger"}
-SET_CASES=${SET_CASES:-"plain_insert_select kairoi_array outbox_copy_insert_select kairoi_c_statement_trigger plain_statement_trigger"}
+SET_CASES=${SET_CASES:-"plain_insert_select kairoi_array outbox_copy_insert_select plain_statement_trigger kairoi_statement_trigger kairoi_c_statement_trigger"}
 N=${N:-300}
 SET_N=${SET_N:-10}
 SET_ROWS=${SET_ROWS:-1000}
