@@ -5,15 +5,15 @@
 # engineer's tests, so the count is the same from run to run (to a few
 # hundred instructions), where timings on a shared machine swing by 2x.
 #
-#   bash bench/instructions.sh       # about 5 minutes; needs valgrind
+#   bash bench/instructions.sh       # about 3 minutes; needs valgrind
 #
 # A fresh cluster (kairoi preloaded, the Kairoi server down) gets the
 # tables and triggers of bench/enqueue_variants.sh, and is stopped; then,
-# for each variant, `postgres --single` runs under callgrind N and then 2N
-# times the variant's statement, each its own transaction as under pgbench
-# (fsync off, autovacuum off).  (instructions(2N) - instructions(N)) / N is
-# what one statement costs, start-up and the first calls' catalog lookups
-# cancelled out.  Per-row variants: `INSERT INTO orders_<variant> DEFAULT
+# for each variant, from empty tables, `postgres --single` runs under
+# callgrind N and then 2N times the variant's statement, each its own
+# transaction as under pgbench (fsync off, autovacuum off).
+# (instructions(2N) - instructions(N)) / N is what one statement costs,
+# start-up and the first calls' catalog lookups cancelled out.  Per-row variants: `INSERT INTO orders_<variant> DEFAULT
 # VALUES` (one row, its AFTER INSERT trigger); set-based cases: the
 # statement of bench/enqueue.sh's Part 2 over SET_ROWS new identifiers per
 # statement, reported per row.  Ratio: plain_upsert's instructions over the
@@ -88,11 +88,21 @@ callgrind_run() {
 	awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 
+# The tables the variants write, emptied (single-user, not counted), so
+# that each variant starts from the same state whatever ran before it
+empty_tables() {
+	echo "TRUNCATE reminders_plain, bench_queue, bulk_orders_plain, bulk_orders_kairoi, bulk_orders_c, kairoi.pending_jobs, kairoi.pending_rules; CHECKPOINT" |
+		as_postgres "$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal postgres \
+			>"$WORK/empty.out" 2>&1 && ! grep -q ERROR "$WORK/empty.out"
+}
+
 # measure NAME STATEMENT COUNT PER: instructions of one statement (PER:
-# per row of it) from runs of COUNT and 2*COUNT; stores INSNS_<NAME>
+# per row of it) from runs of COUNT and 2*COUNT, from empty tables; stores
+# INSNS_<NAME>
 measure() {
 	local a b
-	if ! a=$(callgrind_run "$1" "$2" "$3") || ! b=$(callgrind_run "$1" "$2" $(($3 * 2))); then
+	if ! empty_tables || ! a=$(callgrind_run "$1" "$2" "$3") ||
+		! b=$(callgrind_run "$1" "$2" $(($3 * 2))); then
 		fail "$1 ran under callgrind"
 		return 1
 	fi
