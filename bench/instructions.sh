@@ -11,12 +11,16 @@
 # tables and triggers of bench/enqueue_variants.sh, and is stopped; then,
 # for each variant, from empty tables, `postgres --single` runs under
 # callgrind N and then 2N times the variant's statement, each its own
-# transaction as under pgbench (fsync off, autovacuum off).
+# transaction as under pgbench (fsync off, autovacuum off; full_page_writes
+# off, so that the checkpoint at each start adds no page images).
 # (instructions(2N) - instructions(N)) / N is what one statement costs,
-# start-up and the first calls' catalog lookups cancelled out.  Per-row variants: `INSERT INTO orders_<variant> DEFAULT
-# VALUES` (one row, its AFTER INSERT trigger); set-based cases: the
-# statement of bench/enqueue.sh's Part 2 over SET_ROWS new identifiers per
-# statement, reported per row.  Ratio: plain_upsert's instructions over the
+# start-up and the first calls' catalog lookups cancelled out.  Per-row
+# variants: `INSERT INTO orders_<variant> DEFAULT VALUES` (one row, its
+# AFTER INSERT trigger); set-based cases: the statement of
+# bench/enqueue.sh's Part 2 over SET_ROWS new identifiers per statement,
+# reported per row.  What is left depends on the tables' state a little
+# (when B-tree pages split): a variant moves by up to ~2 % between a run
+# from empty tables and one from tables holding a few hundred rows.  Ratio: plain_upsert's instructions over the
 # variant's (higher is cheaper), plain_insert_select's for the set-based
 # cases.
 #
@@ -75,7 +79,7 @@ callgrind_run() {
 	local out=$CG_DIR/$1.$3
 	yes "$2" | head -n "$3" >"$WORK/$1.$3.sql"
 	as_postgres valgrind --tool=callgrind --callgrind-out-file="$out" \
-		"$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal \
+		"$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal -c full_page_writes=off \
 		postgres <"$WORK/$1.$3.sql" >"$WORK/$1.$3.out" 2>&1 || {
 		echo "$1: postgres --single failed:" >&2
 		tail -5 "$WORK/$1.$3.out" >&2
@@ -92,7 +96,7 @@ callgrind_run() {
 # that each variant starts from the same state whatever ran before it
 empty_tables() {
 	echo "TRUNCATE reminders_plain, bench_queue, bulk_orders_plain, bulk_orders_kairoi, bulk_orders_c, kairoi.pending_jobs, kairoi.pending_rules; CHECKPOINT" |
-		as_postgres "$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal postgres \
+		as_postgres "$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal -c full_page_writes=off postgres \
 			>"$WORK/empty.out" 2>&1 && ! grep -q ERROR "$WORK/empty.out"
 }
 
