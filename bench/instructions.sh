@@ -18,9 +18,10 @@
 # variants: `INSERT INTO orders_<variant> DEFAULT VALUES` (one row, its
 # AFTER INSERT trigger); set-based cases: the statement of
 # bench/enqueue.sh's Part 2 over SET_ROWS new identifiers per statement,
-# reported per row.  What is left depends on the tables' state a little
-# (when B-tree pages split): a variant moves by up to ~2 % between a run
-# from empty tables and one from tables holding a few hundred rows.  Ratio: plain_upsert's instructions over the
+# reported per row.  What is left depends on the tables' size and keys (the
+# B-trees' depth, comparisons and page splits): a per-row variant moves by
+# up to ~2 % between a run from empty tables and one from tables holding a
+# few hundred rows, a set-based case by more between SET_N=10 and 20.  Ratio: plain_upsert's instructions over the
 # variant's (higher is cheaper), plain_insert_select's for the set-based
 # cases.
 #
@@ -92,10 +93,12 @@ callgrind_run() {
 	awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 
-# The tables the variants write, emptied (single-user, not counted), so
-# that each variant starts from the same state whatever ran before it
+# The tables the variants write, emptied (single-user, not counted), and
+# the set-based cases' identifiers numbered from the start again: each
+# variant starts from the same state whatever ran before it, and every
+# set-based case writes the same identifiers
 empty_tables() {
-	echo "TRUNCATE reminders_plain, bench_queue, bulk_orders_plain, bulk_orders_kairoi, bulk_orders_c, kairoi.pending_jobs, kairoi.pending_rules; CHECKPOINT" |
+	echo "TRUNCATE reminders_plain, bench_queue, bulk_orders_plain, bulk_orders_kairoi, bulk_orders_c, kairoi.pending_jobs, kairoi.pending_rules; ALTER SEQUENCE bench_batch RESTART; CHECKPOINT" |
 		as_postgres "$PGBIN/postgres" --single -D "$P_DIR/data" -c log_min_messages=fatal -c full_page_writes=off postgres \
 			>"$WORK/empty.out" 2>&1 && ! grep -q ERROR "$WORK/empty.out"
 }
