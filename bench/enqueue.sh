@@ -1,8 +1,9 @@
 #!/bin/bash
 # bench/enqueue.sh: what scheduling a job costs the application's write, as
-# a ratio of a plain upsert measured in the same run.
+# a ratio of a plain upsert measured in the same run, beside PgQ's and
+# graphile-worker's ready-made ways of queueing from a trigger.
 #
-#   bash bench/enqueue.sh            # about 6 minutes on 2 vCPU
+#   bash bench/enqueue.sh            # about 10 minutes on 2 vCPU
 #
 # Part 1, per-row triggers: pgbench runs `INSERT INTO orders_<variant>
 # DEFAULT VALUES` (orders: id bigserial, placed_at timestamptz) with one
@@ -16,13 +17,29 @@
 #   c_noop            plpgsql PERFORM pg_catalog.num_nulls(<the same two
 #                     argument expressions>): a built-in C function that
 #                     returns at once, so the cost of a call without SPI
-#   outbox_copy       plpgsql INSERT ... ON CONFLICT straight into
-#                     bench_outbox, a copy of kairoi.outbox (columns,
-#                     defaults, indexes; no CHECK, no failed-entry cleanup)
+#   outbox_copy       plpgsql INSERT ... ON CONFLICT (identifier) DO UPDATE
+#                     into bench_queue, a copy of kairoi.pending_jobs
+#                     (columns, indexes) numbered by a sequence of its own,
+#                     one nextval per call, as kairoi does: what the queue's
+#                     shape costs with no kairoi code
 #   kairoi_c_trigger  EXECUTE FUNCTION kairoi_job_trigger('order.', 'id',
 #                     'placed_at', '1 day'), no plpgsql at all
+#   pgq_logutriga     PgQ's ready-made trigger, EXECUTE FUNCTION
+#                     pgq.logutriga('bench') (a queue of its own; no
+#                     consumer, no ticker).  Needs Debian's
+#                     postgresql-<major>-pgq3: installed with apt-get when
+#                     missing, and copied into PGBIN's installation when
+#                     that is a relocated copy of Debian's (test/lib.sh,
+#                     relocated_postgres)
+#   graphile_add_job  plpgsql PERFORM graphile_worker.add_job('remind',
+#                     json_build_object('order', NEW.id), run_at := ...,
+#                     job_key := 'order.' || NEW.id): graphile-worker's
+#                     coalescing.  Its schema is installed by its own CLI
+#                     (`graphile-worker --schema-only`), from npm (npm install
+#                     graphile-worker@GRAPHILE_VERSION in a temporary
+#                     directory; needs Node.js, npm and the npm registry)
 # at CLIENTS (1 and 4) clients, fsync = off, once with the Kairoi test
-# server down (the worker waits in backoff, the outbox grows) and once with
+# server down (the worker waits in backoff, the queue grows) and once with
 # it up and delivering.  ROUNDS rounds of DURATION seconds per variant; in
 # each round every variant runs once, the order rotated from round to round,
 # so that load from elsewhere on the machine spreads over all of them.
@@ -35,13 +52,16 @@
 # WAL writer...; not pgbench, not the test server) and its ratio to
 # plain_upsert's ("CPU ratio": plain µs / variant µs, higher is cheaper),
 # the worker's CPU and, server up, the test server's CPU (% of a core).
-# With the server up, every run starts with the outbox delivered.
+# With the server up, every run starts with the queue delivered.  Every
+# round starts from empty tables (kairoi's too, server down; PgQ's event
+# tables and graphile-worker's jobs always).
 #
 # Part 2, set-based (server down): rows/s of
 #   plain_insert_select       INSERT INTO reminders_plain SELECT ... FROM
 #                             generate_series(1, SET_ROWS) ON CONFLICT ...
-#   outbox_copy_insert_select the same into bench_outbox (the copy of
-#                             kairoi.outbox): what the outbox's shape costs
+#   outbox_copy_insert_select the same into bench_queue (the copy of
+#                             kairoi.pending_jobs, a nextval per row):
+#                             what the queue's shape costs
 #   kairoi_select             SELECT count(kairoi_job_set(...)) FROM
 #                             generate_series(1, SET_ROWS)
 #   kairoi_array              SELECT kairoi_job_set_many(array_agg(...),
@@ -51,123 +71,69 @@
 #                             STATEMENT trigger upserts its transition table
 #                             into reminders_plain (ON CONFLICT)
 #   kairoi_statement_trigger  the same INSERT into bulk_orders_kairoi, whose
-#                             statement trigger calls the array form on the
-#                             transition table
+#                             plpgsql statement trigger calls the array form
+#                             on the transition table
+#   kairoi_c_statement_trigger the same INSERT into bulk_orders_c, whose
+#                             statement trigger is kairoi_job_trigger('order.',
+#                             'id', 'placed_at', '1 day') with REFERENCING NEW
+#                             TABLE AS new_rows FOR EACH STATEMENT
 # ratio against plain_insert_select; every run starts from empty tables.
 #
 # Nothing is asserted on time.  Ends with "N passed, M failed" for the
 # sanity checks only (every variant ran, rows arrived, the server got every
-# job of the "up" runs).
+# job of the "up" runs, the peers' schemas could be installed: a peer that
+# cannot be set up is left out and counted as a failure, saying why).
 #
 # Environment: ROUNDS (3), DURATION (4 seconds per pgbench run), CLIENTS
-# ("1 4"), SERVER_STATES ("down up"), VARIANTS (all six, as above),
-# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all six, as above), PG_CONF
-# (extra postgresql.conf lines, e.g. "kairoi.batch_delay = 0").  With
-# BENCH_RESULTS_DIR set, writes enqueue.tsv and enqueue_set.tsv there
-# (columns: docs/benchmarks.md).
+# ("1 4"), SERVER_STATES ("down up"), VARIANTS (all eight, as above),
+# SET_ROWS (100000), SET_ROUNDS (3), SET_CASES (all seven, as above), PG_CONF
+# (extra postgresql.conf lines, e.g. "kairoi.batch_delay = 0"),
+# GRAPHILE_VERSION (0.16), GRAPHILE_DIR (a directory where graphile-worker
+# is already installed by npm: skips the install).  With BENCH_RESULTS_DIR
+# set, writes enqueue.tsv and enqueue_set.tsv there (columns:
+# docs/benchmarks.md).
 set -u
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=bench/enqueue_variants.sh
+. "$BENCH/enqueue_variants.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-4}
 CLIENTS=${CLIENTS:-"1 4"}
 SERVER_STATES=${SERVER_STATES:-"down up"}
-VARIANTS=${VARIANTS:-"plain_upsert kairoi_plpgsql empty_trigger c_noop outbox_copy kairoi_c_trigger"}
+VARIANTS=${VARIANTS:-"plain_upsert kairoi_plpgsql empty_trigger c_noop outbox_copy kairoi_c_trigger pgq_logutriga graphile_add_job"}
 SET_ROWS=${SET_ROWS:-100000}
 SET_ROUNDS=${SET_ROUNDS:-3}
-SET_CASES=${SET_CASES:-"plain_insert_select outbox_copy_insert_select kairoi_select kairoi_array plain_statement_trigger kairoi_statement_trigger"}
+SET_CASES=${SET_CASES:-"plain_insert_select outbox_copy_insert_select kairoi_select kairoi_array plain_statement_trigger kairoi_statement_trigger kairoi_c_statement_trigger"}
+GRAPHILE_VERSION=${GRAPHILE_VERSION:-0.16}
+GRAPHILE_DIR=${GRAPHILE_DIR:-}
 # The orders tables whose triggers schedule jobs through kairoi
 KAIROI_ORDERS=$(for v in $VARIANTS; do case $v in kairoi_*) printf 'orders_%s ' "$v" ;; esac; done)
 
 sql() { psql_at P postgres -c "$1"; }
 worker_connected() { [ "$(sql "SELECT state FROM kairoi_status()")" = connected ]; }
 
-# rotate N WORDS...: the words, starting from the (N mod count)-th
-rotate() {
-	local n=$1
-	shift
-	local words=("$@") i
-	for ((i = 0; i < ${#words[@]}; i++)); do
-		printf '%s ' "${words[$(((i + n) % ${#words[@]}))]}"
-	done
-}
-
-# The trigger body of each plpgsql variant
-trigger_body() {
-	case $1 in
-	plain_upsert)
-		echo "INSERT INTO reminders_plain VALUES ('order.' || NEW.id, NEW.placed_at + interval '1 day')
-			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at;" ;;
-	kairoi_plpgsql)
-		echo "PERFORM kairoi_job_set('order.' || NEW.id, NEW.placed_at + interval '1 day');" ;;
-	empty_trigger)
-		echo "" ;;
-	c_noop)
-		echo "PERFORM pg_catalog.num_nulls('order.' || NEW.id, NEW.placed_at + interval '1 day');" ;;
-	outbox_copy)
-		echo "INSERT INTO bench_outbox AS o (kind, identifier, arguments)
-			VALUES ('j', 'order.' || NEW.id, ARRAY[(NEW.placed_at + interval '1 day')::text])
-			ON CONFLICT (kind, identifier) DO UPDATE
-			SET arguments = excluded.arguments, version = excluded.version,
-				updated_at = excluded.updated_at, attempts = 0,
-				next_attempt_at = NULL, last_error = NULL;" ;;
-	esac
-}
-
 setup_schema() {
-	local v
-	sql "CREATE TABLE reminders_plain (job text PRIMARY KEY, at timestamptz);
-		CREATE TABLE bench_outbox (LIKE kairoi.outbox INCLUDING DEFAULTS INCLUDING INDEXES);" ||
-		return 1
-	local range=0
+	local v range=0
+	create_target_tables || return 1
 	for v in $VARIANTS; do
-		# Each variant's ids in a range of their own (same length): the
-		# jobs of two kairoi variants must not share identifiers
 		range=$((range + 1))
-		sql "CREATE TABLE orders_$v (id bigserial PRIMARY KEY,
-				placed_at timestamptz NOT NULL DEFAULT now());
-			ALTER SEQUENCE orders_${v}_id_seq RESTART WITH ${range}000000000001" || return 1
-		if [ "$v" = kairoi_c_trigger ]; then
-			sql "CREATE TRIGGER schedule AFTER INSERT ON orders_$v FOR EACH ROW
-				EXECUTE FUNCTION kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')" || return 1
-		else
-			sql "CREATE FUNCTION trig_$v() RETURNS trigger LANGUAGE plpgsql AS \$\$
-				BEGIN $(trigger_body "$v") RETURN NULL; END \$\$;
-				CREATE TRIGGER schedule AFTER INSERT ON orders_$v FOR EACH ROW
-				EXECUTE FUNCTION trig_$v()" || return 1
-		fi
+		create_variant "$v" "$range" || return 1
 		echo "INSERT INTO orders_$v DEFAULT VALUES;" >"$WORK/$v.sql"
 	done
-	# Set-based cases
-	sql "CREATE TABLE bulk_orders_plain (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL);
-		CREATE TABLE bulk_orders_kairoi (LIKE bulk_orders_plain INCLUDING ALL);
-		CREATE FUNCTION bulk_plain() RETURNS trigger LANGUAGE plpgsql AS \$\$
-		BEGIN
-			INSERT INTO reminders_plain
-			SELECT 'order.' || id, placed_at + interval '1 day' FROM new_rows
-			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at;
-			RETURN NULL;
-		END \$\$;
-		CREATE FUNCTION bulk_kairoi() RETURNS trigger LANGUAGE plpgsql AS \$\$
-		BEGIN
-			PERFORM kairoi_job_set_many(array_agg('order.' || id), array_agg(placed_at + interval '1 day'))
-			FROM new_rows;
-			RETURN NULL;
-		END \$\$;
-		CREATE TRIGGER schedule AFTER INSERT ON bulk_orders_plain
-			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION bulk_plain();
-		CREATE TRIGGER schedule AFTER INSERT ON bulk_orders_kairoi
-			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION bulk_kairoi();"
+	create_set_tables
 }
 
-# Empty the tables a run writes, outside the timed part.  With the server
-# down the outbox is emptied too, so every run starts from the same state.
+# Empty the tables a run writes, outside the timed part, and the peers'
+# queues.  With the server down kairoi's queue is emptied too, so every run
+# starts from the same state.
 reset_tables() {
-	local outbox=""
-	[ "$1" = down ] && outbox=", kairoi.outbox"
-	sql "TRUNCATE reminders_plain, bench_outbox, bulk_orders_plain, bulk_orders_kairoi$outbox;
-		CHECKPOINT" >/dev/null
+	local tables="reminders_plain, bench_queue, bulk_orders_plain, bulk_orders_kairoi, bulk_orders_c"
+	[ "$1" = down ] && tables+=", kairoi.pending_jobs, kairoi.pending_rules"
+	[ -n "${PGQ_EVENTS:-}" ] && tables+=", $PGQ_EVENTS"
+	[ -n "${GRAPHILE_INSTALLED:-}" ] && tables+=", graphile_worker._private_jobs"
+	sql "TRUNCATE $tables; CHECKPOINT" >/dev/null
 }
 
 # pgbench_run VARIANT CLIENTS: prints "tps transactions"
@@ -236,7 +202,7 @@ append() {
 # paired_ratio LIST BASE_LIST: median over rounds of LIST[i] / BASE_LIST[i]
 # (each round ran every variant once, close together in time)
 paired_ratio() {
-	# shellcheck disable=SC2086
+	# shellcheck disable=SC2046,SC2086
 	median $(paste <(printf '%s\n' $1) <(printf '%s\n' $2) |
 		awk '$2 > 0 {printf "%.4f\n", $1 / $2}')
 }
@@ -289,31 +255,6 @@ report_triggers() {
 	done
 }
 
-# The SQL of each set-based case, for SET_ROWS rows
-set_case_sql() {
-	local rows="generate_series(1, $SET_ROWS) AS g"
-	case $1 in
-	plain_insert_select)
-		echo "INSERT INTO reminders_plain SELECT 'order.' || g, now() + interval '1 day' FROM $rows
-			ON CONFLICT (job) DO UPDATE SET at = EXCLUDED.at" ;;
-	outbox_copy_insert_select)
-		echo "INSERT INTO bench_outbox AS o (kind, identifier, arguments)
-			SELECT 'j', 'order.' || g, ARRAY[(now() + interval '1 day')::text] FROM $rows
-			ON CONFLICT (kind, identifier) DO UPDATE
-			SET arguments = excluded.arguments, version = excluded.version,
-				updated_at = excluded.updated_at, attempts = 0,
-				next_attempt_at = NULL, last_error = NULL" ;;
-	kairoi_select)
-		echo "SELECT count(kairoi_job_set('order.' || g, now() + interval '1 day')) FROM $rows" ;;
-	kairoi_array)
-		echo "SELECT kairoi_job_set_many(array_agg('order.' || g), array_agg(now() + interval '1 day')) FROM $rows" ;;
-	plain_statement_trigger)
-		echo "INSERT INTO bulk_orders_plain SELECT g, now() FROM $rows" ;;
-	kairoi_statement_trigger)
-		echo "INSERT INTO bulk_orders_kairoi SELECT g, now() FROM $rows" ;;
-	esac
-}
-
 # Milliseconds one statement takes, as psql's \timing measures it
 timed_ms() {
 	psql_at P postgres -c '\timing on' -c "$1" | awk '/^Time: / {print $2}' | tail -1
@@ -325,12 +266,8 @@ run_sets() {
 		# shellcheck disable=SC2046,SC2086
 		for c in $(rotate "$round" $SET_CASES); do
 			reset_tables down
-			ms=$(timed_ms "$(set_case_sql "$c")")
-			case $c in
-			plain*) target=reminders_plain ;;
-			outbox_copy*) target=bench_outbox ;;
-			*) target=kairoi.outbox ;;
-			esac
+			ms=$(timed_ms "$(set_case_sql "$c" "generate_series(1, $SET_ROWS) AS g")")
+			target=$(set_case_target "$c")
 			if [ -z "$ms" ] || [ "$(sql "SELECT count(*) FROM $target")" != "$SET_ROWS" ]; then
 				fail "set-based case $c wrote $SET_ROWS rows into $target (round $round)"
 				continue
@@ -354,14 +291,14 @@ report_sets() {
 	base=$(median ${!var:-0})
 	echo
 	echo "set-based, $SET_ROWS rows, server down, $SET_ROUNDS rounds:"
-	printf '| %-25s | %12s | %12s | %12s | %5s |\n' case "median rows/s" min max ratio
+	printf '| %-26s | %12s | %12s | %12s | %5s |\n' case "median rows/s" min max ratio
 	for c in $SET_CASES; do
 		var="ROWS_$c"
 		[ -n "${!var:-}" ] || continue
 		# shellcheck disable=SC2086
 		med=$(median ${!var})
 		# shellcheck disable=SC2086
-		printf '| %-25s | %12.0f | %12.0f | %12.0f | %5s |\n' "$c" "$med" \
+		printf '| %-26s | %12.0f | %12.0f | %12.0f | %5s |\n' "$c" "$med" \
 			"$(minimum ${!var})" "$(maximum ${!var})" "$(fdiv "$med" "$base")"
 		if [ -n "${BENCH_RESULTS_DIR:-}" ]; then
 			# shellcheck disable=SC2086
@@ -373,6 +310,7 @@ report_sets() {
 	# Like for like: each kairoi case against the plain one of its shape
 	set_ratio kairoi_array outbox_copy_insert_select
 	set_ratio kairoi_statement_trigger plain_statement_trigger
+	set_ratio kairoi_c_statement_trigger plain_statement_trigger
 }
 
 # set_ratio CASE BASE: one more ratio line of the set-based report
@@ -395,9 +333,11 @@ WORK=$(make_temp_dir)
 start_server S || broken "start the test server"
 start_cluster P "$S_PORT" "${PG_CONF:-}" || broken "start PostgreSQL"
 sql "CREATE EXTENSION kairoi" >/dev/null || broken "CREATE EXTENSION"
+setup_peers
 setup_schema >/dev/null || broken "create the benchmark tables and triggers"
 wait_for "worker" 30 worker_is_up P postgres || broken "worker running"
-echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $("$PGBIN/postgres" --version)"
+echo "# $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+	"$("$PGBIN/postgres" --version)${PGQ_EVENTS:+, PgQ $(sql "SELECT extversion FROM pg_extension WHERE extname = 'pgq'")}${GRAPHILE_INSTALLED:+, graphile-worker $GRAPHILE_INSTALLED}"
 
 for state in $SERVER_STATES; do
 	if [ "$state" = down ]; then
@@ -405,7 +345,7 @@ for state in $SERVER_STATES; do
 	else
 		# Count, at the end, what the kairoi variants of this state scheduled
 		# shellcheck disable=SC2086
-		sql "TRUNCATE kairoi.outbox $(printf ', %s' $KAIROI_ORDERS)" >/dev/null
+		sql "TRUNCATE kairoi.pending_jobs, kairoi.pending_rules $(printf ', %s' $KAIROI_ORDERS)" >/dev/null
 		kill_server S # still running when SERVER_STATES has no "down"
 		restart_server S || broken "restart the test server"
 		$KCTL --port "$S_CPORT" reset >/dev/null

@@ -50,7 +50,7 @@ plain=$($PYTHON "$BENCH/wait_jobs.py" --cport "$S_CPORT" --count "$FLUSH_JOBS" -
 	broken "drain without flush"
 plain_cpu=$(sub "$(cpu_seconds "$wpid")" "$w0")
 psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null
-psql_at P postgres -c "VACUUM kairoi.outbox"
+psql_at P postgres -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules"
 
 # b. one session waits in kairoi_flush
 fill b- || broken "fill the outbox"

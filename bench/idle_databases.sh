@@ -153,7 +153,7 @@ deliver() {
 	local count=$1 t1 seconds stored
 	server_reset || return 1
 	RUN=$((RUN + 1))
-	sql bench -c "VACUUM kairoi.outbox" || return 1
+	sql bench -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules" || return 1
 	sql bench -c "SELECT count(kairoi_job_set('r$RUN-' || g,
 		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $count) g" >/dev/null ||
 		return 1

@@ -16,6 +16,17 @@ maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
 # fdiv A B [FORMAT [SCALE]]: A * SCALE / B, "n/a" if B is not positive
 fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" -v s="${4:-1}" 'BEGIN {if (b > 0) printf f, a*s/b; else print "n/a"}'; }
 
+# rotate N WORDS...: the words, one a line, starting from the (N mod
+# count)-th
+rotate() {
+	local n=$1
+	shift
+	local words=("$@") i
+	for ((i = 0; i < ${#words[@]}; i++)); do
+		printf '%s\n' "${words[$(((i + n) % ${#words[@]}))]}"
+	done
+}
+
 # cpu_seconds PID...: CPU seconds (user+system) used so far by the processes
 cpu_seconds() {
 	local hz pid total=0 s
@@ -25,6 +36,14 @@ cpu_seconds() {
 		total=$(awk -v a="$total" -v b="$s" 'BEGIN {print a + b}')
 	done
 	echo "$total"
+}
+
+# precise_cpu_seconds PID: CPU seconds used so far by the process, to the
+# nanosecond, from /proc/PID/schedstat (the scheduler's run time), where
+# /proc/PID/stat counts in clock ticks (10 ms); cpu_seconds where the
+# kernel keeps no scheduler statistics
+precise_cpu_seconds() {
+	awk '{printf "%.9f\n", $1 / 1e9}' "/proc/$1/schedstat" 2>/dev/null || cpu_seconds "$1"
 }
 
 # postgres_cpu_seconds DATADIR: CPU seconds (user+system) used so far by

@@ -74,7 +74,7 @@ run_mode() {
 	$KCTL --port "$S_CPORT" reset >/dev/null &&
 		$KCTL --port "$S_CPORT" fault "reply_delay_ms=$DELAY_MS" >/dev/null || return 1
 	RUN=$((RUN + 1))
-	psql_at P postgres -c "VACUUM kairoi.outbox" || return 1
+	psql_at P postgres -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules" || return 1
 	psql_at P postgres -c "SELECT count(kairoi_job_set('ジョブ-e$RUN-' || g,
 		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $count) g" >/dev/null ||
 		return 1

@@ -11,16 +11,16 @@
 #                   KEY, at timestamptz): bench/enqueue.sh's baseline
 #   kairoi_plpgsql  plpgsql PERFORM kairoi_job_set(...)
 #   kairoi_c_trigger  kairoi_job_trigger('order.', 'id', 'placed_at', '1 day')
-#   kairoi_array    TRUNCATE kairoi.outbox, then SELECT
+#   kairoi_array    TRUNCATE kairoi.pending_jobs, then SELECT
 #                   kairoi_job_set_many(...) of SET_ROWS new jobs per
 #                   transaction (the set-based path)
 # Prints, per case, the share of the backend's samples (inclusive: a sample
 # counts for every function on its stack) spent in the trigger or
-# statement, and in the parts of kairoi's write: the unique-index
-# pre-check, index insertions, the heap insertion, nextval, opening the
-# outbox (once per transaction), the check of kairoi.failed, the
-# speculative-insertion lock, and formatting the execution time.  perf.data
-# of each case is left in PERF_DIR for `perf report -i`.
+# statement, and in the parts of kairoi's write: the upsert's executor
+# start and end, the unique-index pre-check, index insertions, the heap
+# insertion, nextval and the speculative-insertion lock.  perf.data of each
+# case is left in PERF_DIR for `perf report -i`.  For counts that do not
+# depend on the machine's load, see bench/instructions.sh (callgrind).
 #
 # Environment: DURATION (10), PERF_SECONDS (6), SET_ROWS (100000),
 # CASES (all four), PERF_DIR (/tmp/kairoi-enqueue-perf).
@@ -68,7 +68,7 @@ sql "CREATE TRIGGER schedule AFTER INSERT ON orders_plain_upsert FOR EACH ROW
 # from an empty outbox each time, as bench/enqueue.sh's set-based cases:
 # the same identifiers again would profile replacements instead
 cat >"$WORK/kairoi_array.sql" <<EOF
-TRUNCATE kairoi.outbox;
+TRUNCATE kairoi.pending_jobs;
 SELECT kairoi_job_set_many(array_agg('order.' || g), array_agg(now() + g * interval '1 second')) FROM generate_series(1, $SET_ROWS) g;
 EOF
 echo "# $(nproc) CPU, load average $(cut -d' ' -f1-3 /proc/loadavg), $("$PGBIN/postgres" --version)"
@@ -91,20 +91,18 @@ report() {
 	kairoi_array) echo "  $(share "$data" 'kairoi_job_set_many')  kairoi_job_set_many" ;;
 	esac
 	[ "$case" = plain_upsert ] && return
-	echo "  $(share "$data" 'outbox_writer_upsert')  the upsert (outbox_writer_upsert), of which:"
+	echo "  $(share "$data" 'SPI_execute_plan')  the upsert (SPI_execute_plan_extended), of which:"
+	# perf script prints each stack innermost first
+	echo "    $(share "$data" 'standard_ExecutorStart.*SPI_execute_plan')  executor start"
 	echo "    $(share "$data" 'ExecCheckIndexConstraints')  unique-index pre-check"
-	echo "    $(share "$data" 'ExecInsertIndexTuples')  index insertions (both B-trees, partial index predicate)"
+	echo "    $(share "$data" 'ExecInsertIndexTuples')  index insertions (both B-trees)"
 	echo "    $(share "$data" '[ \t]heap_insert')  heap insertion"
-	echo "    $(share "$data" 'nextval_internal')  nextval (seq, version)"
 	echo "    $(share "$data" 'SpeculativeInsertionLock')  speculative-insertion lock"
-	echo "  $(share "$data" 'outbox_writer_begin')  opening the outbox, its indexes and kairoi.failed"
-	echo "  $(share "$data" 'outbox_writer_failed_may_have_entries')  the size of kairoi.failed"
-	echo "  $(share "$data" 'outbox_writer_release')  closing at commit"
-	echo "  $(share "$data" 'format_execution')  formatting the execution time"
+	echo "  $(share "$data" 'nextval_internal')  nextval (seq and version)"
 }
 
 for c in $CASES; do
-	sql "TRUNCATE kairoi.outbox, reminders_plain; CHECKPOINT" >/dev/null
+	sql "TRUNCATE kairoi.pending_jobs, reminders_plain; CHECKPOINT" >/dev/null
 	"$PGBIN/pgbench" -n -h "$P_HOST" -p "$P_PORT" -U postgres -c 1 -j 1 \
 		-T "$DURATION" -f "$WORK/$c.sql" postgres >"$WORK/$c.out" 2>&1 &
 	bench_pid=$!

@@ -8,8 +8,8 @@
 # statement; the last one runs under `perf record -g -p <worker pid>`.
 # Prints the worker's CPU per entry of each round and the share of the
 # profiled samples by what the worker was doing (the acknowledgement delete,
-# the fetch, commits, socket reads, the rest), then leaves perf.data in
-# PERF_DATA for `perf report -i`.
+# the fetch, the periodic count, commits, socket reads, the rest), then
+# leaves perf.data in PERF_DATA for `perf report -i`.
 #
 # Environment: JOBS (100000), ROUNDS (3), PERF_DATA (/tmp/kairoi-worker.perf).
 set -u
@@ -33,7 +33,7 @@ echo "# worker pid $wpid, $JOBS jobs per round, $(nproc) CPU, load average $(cut
 perf_pid=""
 for ((round = 1; round <= ROUNDS; round++)); do
 	$KCTL --port "$S_CPORT" reset >/dev/null
-	psql_at P postgres -c "VACUUM kairoi.outbox" || exit 1
+	psql_at P postgres -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules" || exit 1
 	psql_at P postgres -c "SELECT count(kairoi_job_set('p$round-' || g,
 		timestamptz '2030-01-01 00:00:00+00')) FROM generate_series(1, $JOBS) g" >/dev/null || exit 1
 	if [ "$round" -eq "$ROUNDS" ]; then
@@ -58,6 +58,7 @@ perf script -i "$PERF_DATA" 2>/dev/null | awk 'BEGIN {RS = ""}
 	n++
 	if (/outbox_delete_acknowledged/) { k = "acknowledgement delete" }
 	else if (/outbox_fetch/) { k = "outbox fetch" }
+	else if (/outbox_count_pending/) { k = "periodic count (kairoi.poll_interval)" }
 	else if (/fetch_and_send/) { k = "encode and queue requests" }
 	else if (/CommitTransactionCommand/) { k = "commits" }
 	else if (/connection_receive/) { k = "socket reads and response parsing" }
@@ -68,7 +69,7 @@ perf script -i "$PERF_DATA" 2>/dev/null | awk 'BEGIN {RS = ""}
 }
 END {
 	printf "%d samples\n", n
-	split("acknowledgement delete|outbox fetch|encode and queue requests|commits|socket reads and response parsing|socket writes|the rest (loop, waits, transaction start)", keys, "|")
+	split("acknowledgement delete|outbox fetch|periodic count (kairoi.poll_interval)|encode and queue requests|commits|socket reads and response parsing|socket writes|the rest (loop, waits, transaction start)", keys, "|")
 	for (i = 1; i in keys; i++)
 		printf "%5.1f %%  %s (of which planning %.1f %%)\n", 100 * count[keys[i]] / n, keys[i], 100 * planned[keys[i]] / n
 }'

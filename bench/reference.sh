@@ -230,7 +230,7 @@ for part in $PARTS; do
 			one_round "$part" "$variant" || broken "$part round $((r + 1)), $variant"
 			record "$part" "$variant" "$RATE"
 			echo "# $part round $((r + 1)) $variant: $RATE SET/s"
-			psql_at P postgres -c "VACUUM kairoi.outbox" || broken "VACUUM"
+			psql_at P postgres -c "VACUUM kairoi.pending_jobs, kairoi.pending_rules" || broken "VACUUM"
 		done
 	done
 done

@@ -153,7 +153,7 @@ def md_enqueue(rows, rows_set):
                 'measured in the same run with the same number of clients and the same '
                 'server state (down: the worker waits in backoff; up: it delivers). Cell: '
                 'ratio of the medians (%smedian tps; min-max over %s rounds). Goals: '
-                '`kairoi_plpgsql` >= 0.90, `kairoi_c_trigger` > 1.00.'
+                '`kairoi_c_trigger` and `kairoi_plpgsql` >= 0.95, both ahead of `pgq_logutriga`.'
                 % ('paired: the median of the per-round ratios; ' if paired else '',
                    '/'.join(rounds)), '',
                 '![enqueue cost per variant](img/enqueue.png)', '']

@@ -81,7 +81,10 @@ static const char *const enqueue_rule_sql =
 
 /*
  * Many jobs, identifiers unique, in queue order: a value of the sequence
- * for each, in that order.  Returns the seq of each entry written.
+ * for each, in that order.  Returns the seq of each entry written.  The
+ * arrays are unnested in the select list (one row at a time, in array
+ * order, both arrays of the same length) rather than by ROWS FROM, which
+ * would first copy both into tuplestores.
  */
 static const char *const enqueue_jobs_sql =
 "INSERT INTO kairoi.pending_jobs AS q "
@@ -89,9 +92,9 @@ static const char *const enqueue_jobs_sql =
 "SELECT n.v, n.v, n.identifier, n.execution, $3 "
 "FROM (SELECT pg_catalog.nextval('kairoi.outbox_seq'::pg_catalog.regclass) AS v, "
 "             u.identifier, u.execution "
-"      FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
-"                      pg_catalog.unnest($2::pg_catalog.timestamptz[])) "
-"           AS u(identifier, execution)) AS n "
+"      FROM (SELECT pg_catalog.unnest($1::pg_catalog.text[]) AS identifier, "
+"                   pg_catalog.unnest($2::pg_catalog.timestamptz[]) AS execution) "
+"           AS u) AS n "
 "ON CONFLICT (identifier) DO UPDATE "
 "SET version = excluded.version, execution = excluded.execution "
 "RETURNING q.seq";
@@ -189,33 +192,74 @@ outbox_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 			 SPI_result_code_string(rc));
 }
 
-/* The int8 in the first column of the first row SPI returned */
-static int64
-first_int8_result(void)
+/*
+ * Where an upsert's RETURNING q.seq goes: only the lowest seq written is
+ * kept, each row read in place.  SPI's own receiver would copy every row
+ * into a tuple table of its own memory context, for that one number.
+ */
+typedef struct LowestSeqReceiver
 {
+	DestReceiver pub;
+	int64		lowest;
+} LowestSeqReceiver;
+
+static bool
+lowest_seq_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	LowestSeqReceiver *receiver = (LowestSeqReceiver *) self;
 	bool		isnull;
-	Datum		value = SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull);
+	int64		seq = DatumGetInt64(slot_getattr(slot, 1, &isnull));
 
 	Assert(!isnull);
-	return DatumGetInt64(value);
+	receiver->lowest = Min(receiver->lowest, seq);
+	return true;
 }
 
-/* The lowest int8 in the first column of the rows SPI returned */
-static int64
-lowest_int8_result(void)
+static void
+lowest_seq_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
-	int64		lowest = PG_INT64_MAX;
+}
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+static void
+lowest_seq_done(DestReceiver *self)
+{
+}
+
+/*
+ * Run an upsert whose RETURNING gives the seq of each entry written, with
+ * nargs parameters (none null); returns the lowest seq, PG_INT64_MAX if
+ * none was written.
+ */
+static int64
+execute_upsert(SPIPlanPtr plan, int nargs, const Oid *argtypes,
+			   const Datum *values)
+{
+	LowestSeqReceiver receiver;
+	SPIExecuteOptions options;
+	ParamListInfo params = makeParamList(nargs);
+	int			rc;
+
+	for (int i = 0; i < nargs; i++)
 	{
-		bool		isnull;
-		Datum		value = SPI_getbinval(SPI_tuptable->vals[i],
-										  SPI_tuptable->tupdesc, 1, &isnull);
-
-		lowest = Min(lowest, DatumGetInt64(value));
+		params->params[i].value = values[i];
+		params->params[i].isnull = false;
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = argtypes[i];
 	}
-	return lowest;
+	receiver.pub.receiveSlot = lowest_seq_receive;
+	receiver.pub.rStartup = lowest_seq_startup;
+	receiver.pub.rShutdown = lowest_seq_done;
+	receiver.pub.rDestroy = lowest_seq_done;
+	receiver.pub.mydest = DestNone;
+	receiver.lowest = PG_INT64_MAX;
+	memset(&options, 0, sizeof(options));
+	options.params = params;
+	options.dest = &receiver.pub;
+	rc = SPI_execute_plan_extended(plan, &options);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "kairoi: queue statement failed: %s",
+			 SPI_result_code_string(rc));
+	return receiver.lowest;
 }
 
 /* One entry: $1 a new value of the sequence, $2 identifier, $3 value */
@@ -233,8 +277,7 @@ enqueue_one(SPIPlanPtr *plan, const char *sql, Oid value_type,
 	values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	SPI_connect();
 	outbox_prepare_once(plan, sql, 4, argtypes);
-	outbox_execute(*plan, values, NULL, false, SPI_OK_INSERT_RETURNING);
-	seq = first_int8_result();
+	seq = execute_upsert(*plan, 4, argtypes, values);
 	SPI_finish();
 	return seq;
 }
@@ -351,8 +394,7 @@ outbox_enqueue_jobs(Datum *identifiers, Datum *executions, int n)
 
 	SPI_connect();
 	outbox_prepare_once(&plan, enqueue_jobs_sql, 3, argtypes);
-	outbox_execute(plan, values, NULL, false, SPI_OK_INSERT_RETURNING);
-	seq = lowest_int8_result();
+	seq = execute_upsert(plan, 3, argtypes, values);
 	SPI_finish();
 	return seq;
 }

@@ -119,6 +119,7 @@ typedef struct JobTrigger
 {
 	Oid			tgoid;			/* the trigger these are for */
 	const char *prefix;
+	int			prefix_len;
 	AttrNumber	key_attnum;
 	FmgrInfo	key_output;
 	AttrNumber	time_attnum;
@@ -143,6 +144,7 @@ read_trigger_arguments(TriggerData *trigdata, MemoryContext context,
 						TRIGGER_FUNCTION, trigger->tgnargs),
 				 errhint(TRIGGER_USAGE)));
 	jt->prefix = MemoryContextStrdup(context, trigger->tgargs[0]);
+	jt->prefix_len = strlen(jt->prefix);
 	jt->key_attnum = column_argument(desc, trigger->tgargs[1], "key");
 	jt->time_attnum = column_argument(desc, trigger->tgargs[2], "time");
 	time_type = TupleDescAttr(desc, jt->time_attnum - 1)->atttypid;
@@ -204,15 +206,20 @@ row_value(TupleTableSlot *row, AttrNumber attnum, const char *role)
 	return value;
 }
 
-/* prefix || the key's text output */
+/* prefix || the key's text output, built in place (once per row) */
 static text *
 job_identifier(JobTrigger *jt, TupleTableSlot *row)
 {
 	char	   *key_text = OutputFunctionCall(&jt->key_output,
 											  row_value(row, jt->key_attnum,
 														"key"));
+	int			key_len = strlen(key_text);
+	text	   *identifier = palloc(VARHDRSZ + jt->prefix_len + key_len);
 
-	return cstring_to_text(psprintf("%s%s", jt->prefix, key_text));
+	SET_VARSIZE(identifier, VARHDRSZ + jt->prefix_len + key_len);
+	memcpy(VARDATA(identifier), jt->prefix, jt->prefix_len);
+	memcpy(VARDATA(identifier) + jt->prefix_len, key_text, key_len);
+	return identifier;
 }
 
 /* The time column's value, plus the offset argument if there is one */
