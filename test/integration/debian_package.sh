@@ -5,7 +5,8 @@
 #
 # Builds it with dpkg-buildpackage from a copy of the work tree (which the
 # build must leave untouched), checks its file list and lintian (errors
-# fail), installs it with `apt-get install ./….deb`, and runs the
+# fail), installs it with `apt-get install ./….deb` (an earlier package of that name
+# purged first, whatever its version), and runs the
 # regression suites against the installed files: test/regress.sh in a fresh
 # cluster, and the package's own autopkgtests (debian/tests: `make
 # installcheck` through pg_buildext, with and without the worker).  A file
@@ -87,13 +88,20 @@ grep -v '^running with root privileges' "$WORK/lintian.log" | sed 's/^/# lintian
 check "lintian reports no errors" "0 0" "$rc $(grep -c '^E:' "$WORK/lintian.log")"
 
 if [ -z "$ROOT" ]; then
-	# --reinstall: on a machine where an earlier run left the same version
-	# installed (and make install has since overwritten its files), apt
-	# would otherwise keep what is there
-	apt-get install -y -q --reinstall -o DPkg::Lock::Timeout=600 "$DEB" >"$WORK/install.log" 2>&1
+	# A package left by an earlier run, of whatever version and contents
+	# (a machine image can carry one), is purged first: apt may otherwise
+	# refuse a downgrade, or keep an installed package of the same version
+	# built from another tree, and exit 0 without unpacking anything
+	if dpkg-query -W "$PACKAGE" >/dev/null 2>&1; then
+		dpkg --purge "$PACKAGE" >"$WORK/purge.log" 2>&1 || cat "$WORK/purge.log"
+	fi
+	check "no $PACKAGE is installed before this one" "" \
+		"$(dpkg-query -W -f='${Status}' "$PACKAGE" 2>/dev/null | grep -v '^unknown ok not-installed$')"
+	apt-get install -y -q -o DPkg::Lock::Timeout=600 "$DEB" >"$WORK/install.log" 2>&1
 	check "apt-get install ./$(basename "$DEB") succeeds" 0 $?
-	check "the package is installed" "install ok installed" \
-		"$(dpkg-query -W -f='${Status}' "$PACKAGE" 2>&1)"
+	check "the package built here is installed" \
+		"install ok installed $(dpkg-deb -f "$DEB" Version)" \
+		"$(dpkg-query -W -f='${Status} ${Version}' "$PACKAGE" 2>&1)"
 	INSTALLED=$(dpkg -L "$PACKAGE")
 	for file in "${EXPECTED[@]}"; do
 		check "installed and owned by the package: $file" 1 \
