@@ -28,7 +28,8 @@
 #      failed, in a database with a publication FOR ALL TABLES: it warns
 #      that the publication includes kairoi's tables, keeps every row, the
 #      catalog (triggers of the extension's tables included) equals a
-#      fresh install, everything is delivered
+#      fresh install, everything is delivered; a pg_dump taken under 1.1
+#      restores into the default version with the same queue
 # Throughout, postgresql.conf keeps kairoi.database and kairoi.window,
 # which 1.1 retired: PostgreSQL starts, each is logged once, and every
 # database with the extension is served.  The update from 1.1 with 1.1's
@@ -354,11 +355,12 @@ check "c: schema kairoi grants nothing to PUBLIC" "" \
 # the one taken under 1.0, into the new version (upgrading by dump and
 # restore)
 
-# restore_check LABEL DUMP DATABASE: restore DUMP into a new DATABASE, and
-# check its version, queue and catalog; drop it then (its worker would
-# deliver the same entries: the counts below are old's)
+# restore_check LABEL DUMP DATABASE QUEUE: restore DUMP into a new
+# DATABASE, and check its version, its queue (against the file QUEUE, of
+# dump_queue) and catalog; drop it then (its worker would deliver the same
+# entries: the counts below are those of the database dumped)
 restore_check() {
-	local label=$1 dump=$2 db=$3
+	local label=$1 dump=$2 db=$3 queue=$4
 	sql postgres -c "CREATE DATABASE $db" || exit 1
 	if "$PGBIN/pg_restore" -h "$PG_HOST" -p "$PG_PORT" -U postgres --exit-on-error -d "$db" \
 		"$dump" 2>"$WORK/$db.err"; then
@@ -370,7 +372,7 @@ restore_check() {
 	check "$label: $db has the default version" "$default_version" \
 		"$(sql "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
 	dump_queue "$db" >"$WORK/queue_$db"
-	if diff "$WORK/queue_before" "$WORK/queue_$db" >"$WORK/$db.diff"; then
+	if diff "$queue" "$WORK/queue_$db" >"$WORK/$db.diff"; then
 		pass "$label: $db holds every pending and failed row unchanged"
 	else
 		fail "$label: $db's queue differs (before < > restored)"
@@ -386,8 +388,8 @@ restore_check() {
 
 if pg_dump_of -Fc -f "$WORK/old.dump" old; then pass "d: pg_dump of the upgraded database"
 else fail "d: pg_dump of the upgraded database failed"; fi
-restore_check d "$WORK/old.dump" restored
-restore_check d "$WORK/old-1.0.dump" restored_from_10
+restore_check d "$WORK/old.dump" restored "$WORK/queue_before"
+restore_check d "$WORK/old-1.0.dump" restored_from_10 "$WORK/queue_before"
 
 # ---------------------------------------------------------------------------
 # e: the server answers
@@ -496,6 +498,8 @@ dump_queue from11 >"$WORK/queue_from11_before"
 pending_json from11 >"$WORK/from11.json"
 sql from11 -c "SELECT json_agg(json_build_array(kind, identifier, arguments)) FROM kairoi.failed" \
 	>"$WORK/from11_failed.json"
+if pg_dump_of -Fc -f "$WORK/from11-1.1.dump" from11; then pass "g: pg_dump under 1.1"
+else fail "g: pg_dump under 1.1 failed"; fi
 sql from11 -c "CREATE PUBLICATION g_all FOR ALL TABLES" 2>/dev/null || exit 1
 check "g: ALTER EXTENSION kairoi UPDATE warns that g_all includes kairoi's tables" 1 \
 	"$(sql from11 -c "ALTER EXTENSION kairoi UPDATE" 2>&1 |
@@ -512,6 +516,10 @@ fi
 # the publication is no part of a fresh install
 sql from11 -c "DROP PUBLICATION g_all" || exit 1
 same_catalog from11 g
+# upgrading by dump and restore: the dump taken under 1.1, into the
+# default version (the server still refuses: the restored worker delivers
+# nothing before its database is dropped)
+restore_check g "$WORK/from11-1.1.dump" restored_from_11 "$WORK/queue_from11_before"
 $KCTL --port "$SRV_CPORT" fault refuse=false >/dev/null
 check "g: everything pending is acknowledged" "" "$(sql from11 -c "SELECT kairoi_flush('60 s')")"
 check "g: the failed entry is retried" 1 "$(sql from11 -c "SELECT kairoi_retry_failed()")"
