@@ -4,7 +4,8 @@
 # - The count follows commits while the server is down, deliveries, and
 #   rows removed by hand (within ten polls).
 # - An unchanged queue is not counted at every poll: with many dead rows
-#   each count reads them all (issue 19).  Counted through the worker's
+#   each count reads them all (a backlog drained behind a long
+#   transaction).  Counted through the worker's
 #   sequential scans of kairoi.pending_jobs in pg_stat_user_tables.
 # - The worker flushes its table statistics, so that autovacuum sees the
 #   rows it deleted (n_tup_del).
