@@ -32,14 +32,14 @@ require_binary() {
 	exit 1
 }
 
-# reference_cluster VARIABLE: the reference server K named by VARIABLE
-# (require_binary, start_reference), a cluster PG it serves (start_cluster)
-# with kairoi in database postgres (sql), and OUT, a directory for the
-# suite's files
+# reference_cluster VARIABLE [SETTINGS]: the reference server K named by
+# VARIABLE (require_binary, start_reference), a cluster PG it serves
+# (start_cluster, with the postgresql.conf lines SETTINGS) with kairoi in
+# database postgres (sql), and OUT, a directory for the suite's files
 reference_cluster() {
 	require_binary "$1"
 	start_reference K "${!1}" || exit 1
-	start_cluster PG "$K_PORT" || exit 1
+	start_cluster PG "$K_PORT" "${2:-}" || exit 1
 	sql -c "CREATE EXTENSION kairoi" || exit 1
 	# shellcheck disable=SC2034  # for the calling suite
 	OUT=$(make_temp_dir)
