@@ -109,8 +109,8 @@ $$;
 SELECT worker_pid IS NOT NULL AS worker_running, state, database, pending, failed
 FROM kairoi_status();
 
--- The GUCs are defined with their documented ranges
+-- The GUCs are defined with their documented ranges and defaults
 SELECT name,
 	   CASE name WHEN 'kairoi.server' THEN '(test server)' ELSE setting END,
-	   unit, min_val, max_val, context
+	   unit, min_val, max_val, context, boot_val AS "default"
 FROM pg_settings WHERE name LIKE 'kairoi.%' ORDER BY name;

@@ -25,10 +25,11 @@ DOWN_JOBS=${DOWN_JOBS:-100}
 
 # Restarted, the server runs again the jobs it was running when killed,
 # and answers ERROR to a SET of a job it is running until it has started
-# it: with 1,500 jobs due at once that lasts seconds.  The test clusters'
-# backoff (50 ms to 1 s) gives up after 750 ms at the default
-# kairoi.max_attempts (5), and moved such entries to kairoi_failed in some
-# runs; 30 attempts retry for about 26 s.
+# it: with 1,500 jobs due at once that lasts seconds.  With the test
+# clusters' backoff (50 ms to 1 s), 5 attempts (1.1's default) gave up
+# after 750 ms and moved such entries to kairoi_failed in some runs; the
+# default of 10 retries for 5.5 s, and 30 for about 26 s, a margin on a
+# loaded machine.
 reference_cluster KAIROI_REFERENCE_SERVER "kairoi.max_attempts = 30"
 sql -c "CREATE TABLE expected (id text PRIMARY KEY)" -c "SELECT kairoi_rule_set_shell('kill rule', 'kill-', '$(make_recorder "$OUT")')" \
 	-c "SELECT kairoi_flush('60 s')" >/dev/null || exit 1
