@@ -62,6 +62,16 @@ dump_queue() {
 			enqueued_at, attempts, reason, failed_at
 		FROM kairoi.failed ORDER BY id"
 }
+# same_queue BEFORE AFTER PASS FAIL: the dump_queue files BEFORE and AFTER
+# are equal (pass PASS), or not (fail FAIL, with the start of the diff)
+same_queue() {
+	if diff "$1" "$2" >"$2.diff"; then
+		pass "$3"
+	else
+		fail "$4"
+		head -20 "$2.diff"
+	fi
+}
 # kind, identifier and arguments of the pending entries in seq order
 pending_entries() {
 	sql "$1" -c "SELECT format('%s %s %s', kind, to_json(identifier), to_json(arguments))
@@ -230,12 +240,9 @@ check "b: kairoi.control's default version is 1.2" "1.2" "$default_version"
 check "b: extversion is the default version" "$default_version" \
 	"$(sql old -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
 dump_queue old >"$WORK/queue_after"
-if diff "$WORK/queue_before" "$WORK/queue_after" >"$WORK/queue.diff"; then
-	pass "b: every pending and failed row unchanged by the upgrade ($(wc -l <"$WORK/queue_after") rows)"
-else
-	fail "b: the upgrade changed the queue (before < > after)"
-	head -20 "$WORK/queue.diff"
-fi
+same_queue "$WORK/queue_before" "$WORK/queue_after" \
+	"b: every pending and failed row unchanged by the upgrade ($(wc -l <"$WORK/queue_after") rows)" \
+	"b: the upgrade changed the queue (before < > after)"
 wait_for "the worker of old after the upgrade" 30 worker_is_up PG old &&
 	pass "b: a worker serves the upgraded database" || fail "b: no worker after the upgrade"
 
@@ -372,12 +379,8 @@ restore_check() {
 	check "$label: $db has the default version" "$default_version" \
 		"$(sql "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
 	dump_queue "$db" >"$WORK/queue_$db"
-	if diff "$queue" "$WORK/queue_$db" >"$WORK/$db.diff"; then
-		pass "$label: $db holds every pending and failed row unchanged"
-	else
-		fail "$label: $db's queue differs (before < > restored)"
-		head -20 "$WORK/$db.diff"
-	fi
+	same_queue "$queue" "$WORK/queue_$db" "$label: $db holds every pending and failed row unchanged" \
+		"$label: $db's queue differs (before < > restored)"
 	check "$label: $db's sequences continue after the restored rows" t \
 		"$(sql "$db" -c "SELECT (SELECT last_value FROM kairoi.outbox_seq) >= max(GREATEST(seq, version))
 			AND (SELECT last_value FROM kairoi.failed_id_seq) >= (SELECT max(id) FROM kairoi.failed)
@@ -507,12 +510,9 @@ check "g: ALTER EXTENSION kairoi UPDATE warns that g_all includes kairoi's table
 check "g: extversion is the default version" "$default_version" \
 	"$(sql from11 -c "SELECT extversion FROM pg_extension WHERE extname = 'kairoi'")"
 dump_queue from11 >"$WORK/queue_from11_after"
-if diff "$WORK/queue_from11_before" "$WORK/queue_from11_after" >"$WORK/queue_from11.diff"; then
-	pass "g: every pending and failed row unchanged by the upgrade ($(wc -l <"$WORK/queue_from11_after") rows)"
-else
-	fail "g: the upgrade changed the queue (before < > after)"
-	head -20 "$WORK/queue_from11.diff"
-fi
+same_queue "$WORK/queue_from11_before" "$WORK/queue_from11_after" \
+	"g: every pending and failed row unchanged by the upgrade ($(wc -l <"$WORK/queue_from11_after") rows)" \
+	"g: the upgrade changed the queue (before < > after)"
 # the publication is no part of a fresh install
 sql from11 -c "DROP PUBLICATION g_all" || exit 1
 same_catalog from11 g
