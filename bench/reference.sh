@@ -56,6 +56,10 @@
 set -u
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=test/lib_reference.sh
+. "$KAIROI_ROOT/test/lib_reference.sh"
+# the server logs warnings only: nothing written per request while measured
+REFERENCE_LOG_LEVEL=warn
 
 PARTS=${PARTS:-delivery replace backlog nonascii latency}
 ROUNDS=${ROUNDS:-3}
@@ -77,14 +81,19 @@ worker_state() { psql_at P postgres -c "SELECT state FROM kairoi_status()"; }
 worker_connected() { [ "$(worker_state)" = connected ]; }
 worker_not_connected() { [ "$(worker_state)" != connected ]; }
 
-# fresh_server: the reference server again, with an empty store, on the
-# port the worker is configured for; returns once the worker is connected
-# (or, with "down", once it is not)
+# reference_up: the reference server with an empty store (start_reference),
+# on the port the worker is configured for
+reference_up() { start_reference R "$KAIROI_REFERENCE_SERVER" "$SERVER_PORT"; }
+
+# fresh_server: the server killed, its store removed, and started again
+# (reference_up); returns once the worker is connected (or, with "down",
+# once it is not, without starting the server)
 fresh_server() {
-	stop_reference_server R
+	kill_reference R
+	rm -rf "${R_STORE:?}"
 	wait_for "the worker to notice the server is gone" 30 worker_not_connected || return 1
 	[ "${1:-}" = down ] && return 0
-	start_reference_server R "$SERVER_PORT" || return 1
+	reference_up || return 1
 	wait_for "the worker to connect" 30 worker_connected
 }
 
@@ -143,7 +152,7 @@ one_round() {
 			sleep 1
 		fi
 		t0=$(now)
-		start_reference_server R "$SERVER_PORT" || return 1
+		reference_up || return 1
 		if [ "$variant" = extension ]; then
 			psql_at P postgres -c "SELECT kairoi_flush('600s')" >/dev/null || return 1
 		else
@@ -211,7 +220,7 @@ echo "# server $KAIROI_REFERENCE_SERVER; PARTS=\"$PARTS\" ROUNDS=$ROUNDS JOBS=$J
 	"BURST_SIZE=$BURST_SIZE GAP_MS=$GAP_MS"
 
 SERVER_PORT=$(free_port)
-start_reference_server R "$SERVER_PORT" || broken "start the reference server"
+reference_up || broken "start the reference server"
 # autovacuum off: a burst's acknowledgement is read as the last commit
 start_cluster P "$SERVER_PORT" "track_commit_timestamp = on
 autovacuum = off

@@ -70,15 +70,21 @@ store_jobs() {
 	$REFERENCE_TOOL store "${!store_var}"
 }
 
-# start_reference PREFIX BINARY: the reference server on a free loopback
-# port, with a new store.  Sets ${PREFIX}_PORT, ${PREFIX}_PID, ${PREFIX}_STORE
-# (its working directory: store, configuration.toml, server.log) and
-# ${PREFIX}_BIN.  A failed bind does not stop the server (it keeps running
-# without listening): the port is checked, and another one tried.
+# start_reference PREFIX BINARY [PORT]: the reference server on PORT, or
+# on a free loopback port, with a new store.  Sets ${PREFIX}_PORT,
+# ${PREFIX}_PID, ${PREFIX}_STORE (its working directory: store,
+# configuration.toml, server.log) and ${PREFIX}_BIN.  A failed bind does not
+# stop the server (it keeps running without listening): the port is
+# checked, and without PORT another one tried.
 start_reference() {
 	local prefix=$1
 	printf -v "${prefix}_BIN" '%s' "$2"
 	printf -v "${prefix}_STORE" '%s' "$(make_temp_dir)"
+	if [ -n "${3:-}" ]; then
+		printf -v "${prefix}_PORT" '%s' "$3"
+		restart_reference "$prefix"
+		return
+	fi
 	for _ in 1 2 3 4 5; do
 		printf -v "${prefix}_PORT" '%s' "$(free_port)"
 		restart_reference "$prefix" 2>/dev/null && return 0
@@ -88,13 +94,14 @@ start_reference() {
 
 # restart_reference PREFIX: start the server again on the same store and
 # port (it replays its store at start-up); returns once its own process
-# listens on the port
+# listens on the port.  Fsync on, framerate 512; its log level is
+# REFERENCE_LOG_LEVEL (info).
 restart_reference() {
 	local prefix=$1 pid
 	local bin_var="${prefix}_BIN" port_var="${prefix}_PORT" store_var="${prefix}_STORE"
 	local store=${!store_var} port=${!port_var}
-	printf '[log]\nlevel = "info"\n[controller]\nlisten = "127.0.0.1:%s"\n[database]\nfsync_on_persist = true\nframerate = 512\n' \
-		"$port" >"$store/configuration.toml"
+	printf '[log]\nlevel = "%s"\n[controller]\nlisten = "127.0.0.1:%s"\n[database]\nfsync_on_persist = true\nframerate = 512\n' \
+		"${REFERENCE_LOG_LEVEL:-info}" "$port" >"$store/configuration.toml"
 	(cd "$store" && exec "${!bin_var}" -c configuration.toml >>server.log 2>&1) &
 	pid=$!
 	CLEANUP_PIDS+=("$pid")
